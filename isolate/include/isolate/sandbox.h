@@ -1,0 +1,43 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+
+#include "isolate/cgroup.h"
+#include "isolate/run_spec.h"
+
+namespace isolate {
+
+struct SandboxConfig {
+    // Slot n runs as host uid/gid uid_base + n. Never 0; must not belong to anyone else.
+    uid_t uid_base = 1'000'000;
+    unsigned slots = 64;
+    // The uid and gid the program sees inside.
+    uid_t inside_uid = 1000;
+    // How long namespace/mount setup may take before the run fails as internal_error.
+    unsigned setup_timeout_ms = 10'000;
+};
+
+struct SandboxState;
+
+// Runs programs under full isolation. Thread-safe for concurrent runs in distinct slots.
+class Sandbox {
+  public:
+    Sandbox(SandboxConfig config, std::unique_ptr<cgroup::Backend> cgroups);
+    ~Sandbox();
+    Sandbox(const Sandbox&) = delete;
+    Sandbox& operator=(const Sandbox&) = delete;
+
+    RunResult run(const RunSpec& spec);
+
+    const SandboxConfig& config() const { return config_; }
+    const cgroup::Backend& cgroups() const { return *cgroups_; }
+
+  private:
+    SandboxConfig config_;
+    std::unique_ptr<cgroup::Backend> cgroups_;
+    std::unique_ptr<SandboxState> state_;
+};
+
+}  // namespace isolate

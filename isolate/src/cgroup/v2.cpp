@@ -1,0 +1,300 @@
+#include "cgroup/v2.h"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "isolate/error.h"
+
+namespace isolate::cgroup {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kTeardownBudget = 2000ms;
+// The leaf that the daemon moves itself into so that its own cgroup may enable
+// controllers for children (cgroup2's no-internal-processes rule), as systemd expects of
+// a service with Delegate=yes.
+constexpr const char* kSupervisor = "supervisor";
+
+bool populated(int dirfd) noexcept {
+    try {
+        std::string events;
+        if (fs::try_read_file_at(dirfd, "cgroup.events", events) != 0) return false;
+        return fs::find_key_u64(events, "populated").value_or(0) != 0;
+    } catch (...) {
+        return true;
+    }
+}
+
+// Kills every task in dir and below it.
+void kill_tree(const fs::Dir& dir) noexcept {
+    const int err = fs::try_write_file_at(dir.fd.get(), "cgroup.kill", "1");
+    if (err != ENOENT) return;
+    // cgroup.kill arrived in 5.14. Before it, freeze (5.2) so nobody forks between reading
+    // cgroup.procs and the kill; unlike v1, killed tasks leave a frozen v2 cgroup.
+    try {
+        const bool frozen = fs::try_write_file_at(dir.fd.get(), "cgroup.freeze", "1") == 0;
+        fs::kill_listed(dir.fd.get());
+        for (const auto& child : fs::list_subdirs(dir)) {
+            const fs::Dir sub = fs::open_subdir(dir, child, nullptr);
+            if (sub.valid()) kill_tree(sub);
+        }
+        if (frozen) fs::try_write_file_at(dir.fd.get(), "cgroup.freeze", "0");
+    } catch (...) {
+    }
+}
+
+// Kills and removes parent/name and everything below it. Returns 0 or an errno.
+int destroy_tree(const fs::Dir& parent, const std::string& name, fs::Backoff& backoff) noexcept {
+    int err = 0;
+    const fs::Dir dir = fs::open_subdir(parent, name, &err);
+    if (!dir.valid()) return err == ENOENT ? 0 : err;
+    kill_tree(dir);
+    while (populated(dir.fd.get()) && backoff.sleep()) kill_tree(dir);
+    return fs::remove_tree(parent, name, backoff);
+}
+
+bool has_all(std::string_view content, const std::vector<std::string>& words) {
+    return std::all_of(words.begin(), words.end(),
+                       [&](const std::string& w) { return fs::has_word(content, w); });
+}
+
+}  // namespace
+
+std::optional<V2Location> locate_v2(const std::filesystem::path& cgroup_root,
+                                    std::string* why_not) {
+    struct statfs st {};
+    if (::statfs(cgroup_root.c_str(), &st) != 0 ||
+        static_cast<unsigned long>(st.f_type) != CGROUP2_SUPER_MAGIC) {
+        *why_not = cgroup_root.string() + " is not a cgroup2 mount";
+        return std::nullopt;
+    }
+    const fs::Dir proc = fs::open_dir("/proc/self");
+    const auto entries = fs::parse_proc_cgroup(fs::read_file_at(proc, "cgroup"));
+    const auto entry = std::find_if(entries.begin(), entries.end(), [](const auto& e) {
+        return e.hierarchy_id == 0 && e.controllers.empty();
+    });
+    if (entry == entries.end()) {
+        *why_not = "/proc/self/cgroup has no cgroup2 entry";
+        return std::nullopt;
+    }
+    V2Location loc;
+    loc.root = cgroup_root;
+    loc.own_path = entry->path;
+    loc.own_dir = cgroup_root / std::filesystem::path(entry->path).relative_path();
+    const fs::Dir own = fs::open_dir(loc.own_dir);
+    const auto available = fs::read_file_at(own, "cgroup.controllers");
+    for (const char* c : {"memory", "pids", "cpu"})
+        if (fs::has_word(available, c)) loc.controllers.emplace_back(c);
+    if (!fs::has_word(available, "memory") || !fs::has_word(available, "pids")) {
+        *why_not = "cgroup2 at " + cgroup_root.string() + " offers only \"" +
+                   std::string(available.substr(0, available.find('\n'))) + "\" to " +
+                   loc.own_dir.string() + "; memory and pids are needed";
+        return std::nullopt;
+    }
+    return loc;
+}
+
+V2RunCgroup::V2RunCgroup(std::shared_ptr<const V2Layout> layout, std::string name)
+    : layout_(std::move(layout)), name_(std::move(name)) {}
+
+V2RunCgroup::~V2RunCgroup() {
+    // destroy_tree() starts with the same kill as kill_all().
+    fs::Backoff backoff(kTeardownBudget);
+    if (const int err = destroy_tree(layout_->subtree, name_, backoff); err != 0) {
+        std::fprintf(stderr, "sandboxd: cannot remove cgroup %s (v2): %s\n",
+                     (layout_->subtree.path / name_).c_str(), std::strerror(err));
+    }
+}
+
+void V2RunCgroup::build(const CgroupLimits& limits) {
+    const fs::Dir& subtree = layout_->subtree;
+    // Runs have unique names, so an existing directory is left by a crashed earlier run.
+    if (fs::exists_at(subtree.fd.get(), name_.c_str())) {
+        fs::Backoff backoff(kTeardownBudget);
+        if (const int err = destroy_tree(subtree, name_, backoff); err != 0)
+            throw_errno("cannot remove stale cgroup " + (subtree.path / name_).string(), err);
+    }
+    if (const int err = fs::make_subdir(subtree, name_); err != 0)
+        throw_errno("mkdir " + (subtree.path / name_).string(), err);
+    int err = 0;
+    dir_ = fs::open_subdir(subtree, name_, &err);
+    if (!dir_.valid()) throw_errno("open " + dir_.path.string(), err);
+
+    if (limits.memory_bytes > 0)
+        fs::write_file_at(dir_, "memory.max", std::to_string(limits.memory_bytes));
+    // Absent when the kernel has no swap accounting, and then there is no swap to limit.
+    if (fs::exists_at(dir_.fd.get(), "memory.swap.max"))
+        fs::write_file_at(dir_, "memory.swap.max", "0");
+    if (limits.max_tasks > 0) fs::write_file_at(dir_, "pids.max", std::to_string(limits.max_tasks));
+    if (layout_->has_cpu) {
+        std::string value = "max 100000";
+        if (limits.cpus > 0) {
+            const double cpus = std::min(limits.cpus, 1e6);
+            value = std::to_string(std::max(1000LL, std::llround(cpus * 100000))) + " 100000";
+        }
+        fs::write_file_at(dir_, "cpu.max", value);
+    } else if (limits.cpus > 0) {
+        throw SetupError(
+            "a CPU rate cap was requested but the cgroup2 cpu controller is not "
+            "available in " +
+            subtree.path.string());
+    }
+
+    auto open_ro = [this](const char* file) {
+        UniqueFd fd = fs::open_file_at(dir_.fd.get(), file, O_RDONLY);
+        if (!fd) {
+            const int e = errno;
+            throw_errno("open " + (dir_.path / file).string(), e);
+        }
+        return fd;
+    };
+    cpu_stat_ = open_ro("cpu.stat");
+    memory_events_ = open_ro("memory.events");
+    if (fs::exists_at(dir_.fd.get(), "memory.peak")) {
+        memory_peak_ = open_ro("memory.peak");
+    } else {
+        memory_peak_ = open_ro("memory.current");
+        peak_is_sampled_ = true;
+    }
+    if (fs::exists_at(dir_.fd.get(), "pids.peak")) pids_peak_ = open_ro("pids.peak");
+}
+
+void V2RunCgroup::attach(pid_t pid) {
+    fs::write_file_at(dir_, "cgroup.procs", std::to_string(pid));
+}
+
+std::uint64_t V2RunCgroup::read_u64(const UniqueFd& fd, const char* file, const char* key) const {
+    std::string content;
+    if (const int err = fs::try_pread_all(fd.get(), content); err != 0)
+        throw_errno("read " + (dir_.path / file).string(), err);
+    return (key ? fs::find_key_u64(content, key) : fs::parse_u64(content)).value_or(0);
+}
+
+std::uint64_t V2RunCgroup::cpu_usage_ns() const {
+    const std::uint64_t ns = read_u64(cpu_stat_, "cpu.stat", "usage_usec") * 1000;
+    if (peak_is_sampled_) {
+        // Without memory.peak the best estimate is the largest memory.current seen, and this
+        // is the call that a run's timer makes regularly.
+        const std::uint64_t current = read_u64(memory_peak_, "memory.current", nullptr);
+        std::uint64_t seen = sampled_peak_.load(std::memory_order_relaxed);
+        while (current > seen && !sampled_peak_.compare_exchange_weak(seen, current)) {
+        }
+    }
+    return ns;
+}
+
+Usage V2RunCgroup::usage() const {
+    Usage u;
+    u.cpu_ns = cpu_usage_ns();
+    if (peak_is_sampled_) {
+        u.memory_peak_bytes = sampled_peak_.load();
+    } else {
+        u.memory_peak_bytes = read_u64(memory_peak_, "memory.peak", nullptr);
+    }
+    u.oom_kills = read_u64(memory_events_, "memory.events", "oom_kill");
+    if (pids_peak_) u.tasks_peak = read_u64(pids_peak_, "pids.peak", nullptr);
+    return u;
+}
+
+void V2RunCgroup::kill_all() noexcept {
+    if (dir_.valid()) kill_tree(dir_);
+}
+
+// Delegation. Controllers can only be enabled for children of a cgroup that has no
+// processes of its own (the root excepted), and our own cgroup has at least us. So:
+//  1. if our cgroup already enables what runs need, use it as it is;
+//  2. else try to enable them there: that works in the root cgroup;
+//  3. else move this process (only it: writing "0" moves the caller) into the leaf
+//     <own>/supervisor and enable them in <own>. If that still fails with EBUSY, processes
+//     we did not start share our cgroup, and we refuse to move them.
+// A process found in <own>/supervisor whose parent already enables the controllers was put
+// there by step 3 (an earlier backend in this process), so the parent counts as its own.
+V2Backend::V2Backend(const std::string& subtree, const V2Location& location)
+    : layout_(std::make_shared<V2Layout>()), subtree_(subtree) {
+    fs::check_name(subtree, "subtree name");
+    if (subtree == kSupervisor)
+        throw SetupError(std::string("cgroup subtree name \"") + kSupervisor + "\" is reserved");
+    const std::vector<std::string>& wanted = location.controllers;
+    layout_->has_cpu = std::find(wanted.begin(), wanted.end(), "cpu") != wanted.end();
+    for (const auto& c : wanted) layout_->enable += (layout_->enable.empty() ? "+" : " +") + c;
+
+    fs::Dir own = fs::open_dir(location.own_dir);
+    const bool is_root = location.own_path == "/";
+    if (!is_root && location.own_dir.filename() == kSupervisor) {
+        fs::Dir parent = fs::open_dir(location.own_dir.parent_path());
+        if (has_all(fs::read_file_at(parent, "cgroup.subtree_control"), wanted))
+            own = std::move(parent);
+    }
+
+    if (!has_all(fs::read_file_at(own, "cgroup.subtree_control"), wanted)) {
+        int err = fs::try_write_file_at(own.fd.get(), "cgroup.subtree_control", layout_->enable);
+        if (err == EBUSY) {
+            if (const int e = fs::make_subdir(own, kSupervisor); e != 0 && e != EEXIST)
+                throw_errno("mkdir " + (own.path / kSupervisor).string(), e);
+            int e = 0;
+            const fs::Dir supervisor = fs::open_subdir(own, kSupervisor, &e);
+            if (!supervisor.valid()) throw_errno("open " + supervisor.path.string(), e);
+            if (const int moved = fs::try_write_file_at(supervisor.fd.get(), "cgroup.procs", "0");
+                moved != 0) {
+                ::unlinkat(own.fd.get(), kSupervisor, AT_REMOVEDIR);
+                throw_errno("cannot move sandboxd into " + supervisor.path.string(), moved);
+            }
+            err = fs::try_write_file_at(own.fd.get(), "cgroup.subtree_control", layout_->enable);
+            if (err == EBUSY) {
+                // Put things back as they were before refusing.
+                fs::try_write_file_at(own.fd.get(), "cgroup.procs", "0");
+                ::unlinkat(own.fd.get(), kSupervisor, AT_REMOVEDIR);
+                throw SetupError(
+                    "cannot enable cgroup controllers in " + own.path.string() +
+                    ": processes that sandboxd did not start share its cgroup. Run sandboxd "
+                    "as a systemd service with Delegate=yes, or start it in a cgroup of its own");
+            }
+        }
+        if (err != 0)
+            throw_errno("cannot write \"" + layout_->enable + "\" to " +
+                            (own.path / "cgroup.subtree_control").string(),
+                        err);
+    }
+
+    if (const int err = fs::make_subdir(own, subtree); err != 0 && err != EEXIST)
+        throw_errno("mkdir " + (own.path / subtree).string(), err);
+    int err = 0;
+    layout_->subtree = fs::open_subdir(own, subtree, &err);
+    if (!layout_->subtree.valid()) throw_errno("open " + layout_->subtree.path.string(), err);
+    if (!has_all(fs::read_file_at(layout_->subtree, "cgroup.subtree_control"), wanted))
+        fs::write_file_at(layout_->subtree, "cgroup.subtree_control", layout_->enable);
+    parent_ = std::move(own);
+
+    // Whatever is below our subtree now was left by an earlier instance that died without
+    // cleaning up; its processes are ours to kill.
+    for (const auto& name : fs::list_subdirs(layout_->subtree)) {
+        fs::Backoff backoff(kTeardownBudget);
+        if (const int e = destroy_tree(layout_->subtree, name, backoff); e != 0)
+            throw_errno("cannot remove stale cgroup " + (layout_->subtree.path / name).string(), e);
+    }
+}
+
+V2Backend::~V2Backend() {
+    // Only an empty subtree goes away; runs still alive keep theirs (EBUSY is fine).
+    ::unlinkat(parent_.fd.get(), subtree_.c_str(), AT_REMOVEDIR);
+}
+
+std::unique_ptr<RunCgroup> V2Backend::create(const std::string& run_name,
+                                             const CgroupLimits& limits) {
+    fs::check_name(run_name, "run name");
+    auto run = std::make_unique<V2RunCgroup>(layout_, run_name);
+    run->build(limits);
+    return run;
+}
+
+}  // namespace isolate::cgroup

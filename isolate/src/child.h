@@ -1,0 +1,40 @@
+#pragma once
+
+// Child-side setup steps. They run in the sandbox's first process, a raw clone of a
+// multithreaded supervisor: no allocation, no locks, no exceptions; syscalls only.
+// Each returns false after filling `failure` (errno captured at the failing call).
+
+#include "child_plan.h"
+
+namespace isolate {
+
+struct ChildFailure {
+    ChildStep step = ChildStep::wait_for_go;
+    int index = 0;
+    int error = 0;
+};
+
+// Records errno for `step` and returns false, so steps read `return fail(...)`.
+bool fail(ChildFailure& failure, ChildStep step, int index = 0) noexcept;
+
+// Mounts that need the host's credentials (the rootfs and operator binds): before switch_user.
+bool mount_host_parts(const ChildPlan& plan, ChildFailure& failure) noexcept;
+// Everything else, then pivot_root into the new root: after switch_user.
+bool mount_sandbox_parts(const ChildPlan& plan, ChildFailure& failure) noexcept;
+// Writes the input files into the (fresh, empty) working directory.
+bool write_input_files(const ChildPlan& plan, int workdir_fd, ChildFailure& failure) noexcept;
+
+// Becomes the inside uid/gid with no supplementary groups, keeping capabilities.
+bool switch_user(const ChildPlan& plan, ChildFailure& failure) noexcept;
+// Empties all five capability sets and locks them empty.
+bool drop_capabilities(const ChildPlan& plan, ChildFailure& failure) noexcept;
+
+bool bring_up_loopback(ChildFailure& failure) noexcept;
+
+// The program's process: stdio, limits, seccomp, execve. Never returns.
+[[noreturn]] void exec_program(const ChildPlan& plan, int workdir_fd) noexcept;
+
+// Reports a failure on the control socket and exits.
+[[noreturn]] void die_reporting(const ChildPlan& plan, const ChildFailure& failure) noexcept;
+
+}  // namespace isolate

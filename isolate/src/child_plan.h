@@ -1,0 +1,139 @@
+#pragma once
+
+// Everything the sandbox's first process needs, computed by the supervisor before clone3.
+// The child is a raw clone of a multithreaded process: it must not allocate, lock or throw,
+// so it only reads this plan and makes syscalls.
+
+#include <sys/resource.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "isolate/run_spec.h"
+
+namespace isolate {
+
+class SeccompFilter;
+
+struct PlannedBind {
+    std::string source;  // host path
+    std::string target;  // host path of the mountpoint below the rootfs
+};
+
+struct PlannedFile {
+    std::string path;  // relative to the working directory, validated
+    const std::string* content;
+    bool executable;
+};
+
+struct PlannedRlimit {
+    int resource;
+    rlimit value;
+};
+
+struct ChildPlan {
+    // Descriptors, inherited through clone3.
+    int control_fd = -1;
+    int stdin_fd = -1;
+    int stdout_fd = -1;
+    int stderr_fd = -1;
+
+    uid_t inside_id = 1000;
+
+    // Filesystem, as host paths of the new root's parts.
+    std::string rootfs;
+    std::string proc_dir, proc_sys_dir, dev_dir, dev_shm_dir, tmp_dir, work_dir;
+    std::vector<PlannedBind> binds;
+    std::vector<std::string> device_names;    // created in /dev, bound from the host's /dev
+    std::vector<std::string> device_targets;  // host paths below dev_dir
+    std::vector<std::string> device_sources;  // "/dev/null", ...
+    std::string dev_options, shm_options, tmp_options, work_options;
+
+    // Inside the new root.
+    std::string workdir_inside;
+    std::vector<std::string> dirs_to_create;  // relative to the working directory, parents first
+    std::vector<PlannedFile> files;
+    std::vector<std::string> collect;
+
+    // The program.
+    std::vector<std::string> exec_candidates;  // absolute paths tried in order
+    std::vector<char*> argv;                   // null-terminated, pointing into the RunSpec
+    std::vector<char*> envp;
+    std::vector<PlannedRlimit> rlimits;
+    const SeccompFilter* seccomp = nullptr;
+    int last_capability = 40;
+};
+
+// The steps the child reports when one fails; names live in child_steps.cpp.
+enum class ChildStep : std::uint32_t {
+    wait_for_go,
+    cgroup_namespace,
+    make_mounts_private,
+    bind_rootfs,
+    remount_rootfs_readonly,
+    bind_extra,
+    remount_extra_readonly,
+    set_groups,
+    set_gid,
+    set_uid,
+    keep_capabilities,
+    mount_proc,
+    protect_proc_sys,
+    mount_dev,
+    create_device,
+    bind_device,
+    dev_symlink,
+    mount_dev_shm,
+    remount_dev_readonly,
+    mount_tmp,
+    mount_workdir,
+    pivot_root,
+    detach_old_root,
+    open_workdir,
+    create_input_dir,
+    write_input_file,
+    set_hostname,
+    loopback_up,
+    drop_capabilities,
+    no_new_privs,
+    fork_program,
+    program_setsid,
+    program_stdio,
+    program_chdir,
+    program_rlimit,
+    program_signals,
+    program_seccomp,
+    program_send_listener,
+    program_exec,
+    collect_file,
+};
+
+const char* to_string(ChildStep step);
+
+// The messages on the SOCK_SEQPACKET control socket between supervisor and sandbox.
+enum class ControlType : std::uint32_t {
+    go = 1,  // supervisor -> init: maps written, cgroup joined
+    error,   // init or program -> supervisor: a setup step failed
+    exec,    // program -> supervisor: about to execve; carries the seccomp listener fd
+    exited,  // init -> supervisor: the program's wait status
+    file,    // init -> supervisor: a collected file; carries its fd (or an errno)
+    done,    // init -> supervisor: everything sent
+};
+
+struct ControlMessage {
+    ControlType type;
+    ChildStep step;
+    std::int32_t index;  // which bind, file, ... the step was about
+    std::int32_t error;  // errno
+    std::int32_t wait_status;
+};
+
+// Builds the plan; throws SetupError on anything it cannot represent safely.
+ChildPlan make_child_plan(const RunSpec& spec, uid_t inside_id, int last_capability);
+
+// The sandbox's pid 1. Never returns.
+[[noreturn]] void run_init(const ChildPlan& plan) noexcept;
+
+}  // namespace isolate

@@ -1,0 +1,161 @@
+// The sandbox's pid 1. It builds the sandbox (namespaces are already there), forks the
+// program, reports its exit, then takes every other process in the sandbox down with it.
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "child.h"
+#include "control.h"
+
+namespace isolate {
+namespace {
+
+constexpr char kHostname[] = "sandbox";
+
+// close_range cannot skip descriptors, so close the gaps between the ones we keep.
+void close_all_except(int a, int b, int c, int d) noexcept {
+    int keep[4] = {a, b, c, d};
+    std::sort(keep, keep + 4);
+    unsigned next = 0;
+    for (int fd : keep) {
+        if (fd < 0) continue;
+        if (static_cast<unsigned>(fd) > next && static_cast<unsigned>(fd) >= 3)
+            ::syscall(SYS_close_range, std::max(next, 3U), static_cast<unsigned>(fd) - 1, 0U);
+        next = static_cast<unsigned>(fd) + 1;
+    }
+    ::syscall(SYS_close_range, std::max(next, 3U), ~0U, 0U);
+}
+
+bool wait_for_go(int control_fd) noexcept {
+    ControlMessage message{};
+    for (;;) {
+        ssize_t got = ::recv(control_fd, &message, sizeof message, 0);
+        if (got < 0 && errno == EINTR) continue;
+        return got == static_cast<ssize_t>(sizeof message) && message.type == ControlType::go;
+    }
+}
+
+void send_or_die(const ChildPlan& plan, const ControlMessage& message, int fd = -1) noexcept {
+    if (!send_control(plan.control_fd, message, fd)) ::_exit(125);
+}
+
+// Runs the program and returns its wait status.
+int supervise_program(const ChildPlan& plan, pid_t program) noexcept {
+    ::close(plan.stdin_fd);
+    ::close(plan.stdout_fd);
+    ::close(plan.stderr_fd);
+    for (;;) {
+        int status = 0;
+        pid_t reaped = ::waitpid(-1, &status, __WALL);
+        if (reaped == program) return status;
+        if (reaped < 0 && errno != EINTR) return W_EXITCODE(125, 0);
+        // Anything else is an orphan that was reparented to us: reaped, nothing more.
+    }
+}
+
+void kill_everything_else() noexcept {
+    // pid 1 is exempt from kill(-1), so this ends every other process in the namespace.
+    ::kill(-1, SIGKILL);
+    for (;;) {
+        pid_t reaped = ::waitpid(-1, nullptr, __WALL);
+        if (reaped < 0 && errno != EINTR) break;
+    }
+}
+
+void send_collected_files(const ChildPlan& plan, int workdir_fd) noexcept {
+    for (std::size_t i = 0; i < plan.collect.size(); ++i) {
+        open_how how{};
+        // O_NONBLOCK: a FIFO planted under the name must not hang us; the supervisor
+        // accepts only regular files.
+        how.flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+        how.resolve =
+            RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+        int fd = static_cast<int>(
+            ::syscall(SYS_openat2, workdir_fd, plan.collect[i].c_str(), &how, sizeof how));
+        ControlMessage message{ControlType::file, ChildStep::collect_file, static_cast<int>(i),
+                               fd < 0 ? errno : 0, 0};
+        send_or_die(plan, message, fd);
+        if (fd >= 0) ::close(fd);
+    }
+}
+
+}  // namespace
+
+bool fail(ChildFailure& failure, ChildStep step, int index) noexcept {
+    failure.step = step;
+    failure.index = index;
+    failure.error = errno;
+    return false;
+}
+
+void die_reporting(const ChildPlan& plan, const ChildFailure& failure) noexcept {
+    ControlMessage message{ControlType::error, failure.step, failure.index, failure.error, 0};
+    send_control(plan.control_fd, message);
+    ::_exit(126);
+}
+
+void run_init(const ChildPlan& plan) noexcept {
+    // If the supervisor's thread dies, so does the whole sandbox (pid 1 takes it down).
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) ::_exit(125);
+    close_all_except(plan.control_fd, plan.stdin_fd, plan.stdout_fd, plan.stderr_fd);
+    // EOF here means the supervisor gave up (or died) before the sandbox was ready.
+    if (!wait_for_go(plan.control_fd)) ::_exit(125);
+
+    ChildFailure failure;
+    // Joined now that the supervisor placed us in our cgroup, so it becomes our cgroup root.
+    if (::unshare(CLONE_NEWCGROUP) != 0) {
+        fail(failure, ChildStep::cgroup_namespace);
+        die_reporting(plan, failure);
+    }
+    if (!mount_host_parts(plan, failure) || !switch_user(plan, failure) ||
+        !mount_sandbox_parts(plan, failure))
+        die_reporting(plan, failure);
+
+    int workdir_fd =
+        ::open(plan.workdir_inside.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (workdir_fd < 0) {
+        fail(failure, ChildStep::open_workdir);
+        die_reporting(plan, failure);
+    }
+    if (!write_input_files(plan, workdir_fd, failure)) die_reporting(plan, failure);
+    if (::sethostname(kHostname, sizeof kHostname - 1) != 0 ||
+        ::setdomainname(kHostname, sizeof kHostname - 1) != 0) {
+        fail(failure, ChildStep::set_hostname);
+        die_reporting(plan, failure);
+    }
+    if (!bring_up_loopback(failure)) die_reporting(plan, failure);
+    // Keeps the program (same uid) out of our /proc entries and memory.
+    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        fail(failure, ChildStep::drop_capabilities);
+        die_reporting(plan, failure);
+    }
+    if (!drop_capabilities(plan, failure)) die_reporting(plan, failure);
+
+    // A raw clone, not fork(): glibc's fork takes allocator locks that a clone of a
+    // multithreaded process may hold forever.
+    long program = ::syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, nullptr);
+    if (program < 0) {
+        fail(failure, ChildStep::fork_program);
+        die_reporting(plan, failure);
+    }
+    if (program == 0) exec_program(plan, workdir_fd);
+
+    int status = supervise_program(plan, static_cast<pid_t>(program));
+    send_or_die(plan, {ControlType::exited, ChildStep::program_exec, 0, 0, status});
+    kill_everything_else();
+    send_collected_files(plan, workdir_fd);
+    send_or_die(plan, {ControlType::done, ChildStep::program_exec, 0, 0, 0});
+    ::_exit(0);
+}
+
+}  // namespace isolate

@@ -1,0 +1,167 @@
+// The sandbox's filesystem: the rootfs read-only, fresh /proc, a minimal /dev, tmpfs for
+// /tmp and the working directory, then pivot_root so the host's tree is gone.
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "child.h"
+
+namespace isolate {
+namespace {
+
+// A remount inside a user namespace must keep the flags the host locked on that mount
+// (nosuid, noexec, nodev, atime) or the kernel refuses it with EPERM.
+unsigned long locked_flags(const char* path) noexcept {
+    // statfs, not glibc's statvfs: the latter may fall back to parsing /proc/mounts.
+    struct statfs info {};
+    if (::statfs(path, &info) != 0) return 0;
+    unsigned long flags = 0;
+    if (info.f_flags & ST_NOSUID) flags |= MS_NOSUID;
+    if (info.f_flags & ST_NODEV) flags |= MS_NODEV;
+    if (info.f_flags & ST_NOEXEC) flags |= MS_NOEXEC;
+    if (info.f_flags & ST_NOATIME) flags |= MS_NOATIME;
+    if (info.f_flags & ST_NODIRATIME) flags |= MS_NODIRATIME;
+    if (info.f_flags & ST_RELATIME) flags |= MS_RELATIME;
+    return flags;
+}
+
+bool bind_readonly(const char* source, const char* target, ChildStep bind_step,
+                   ChildStep remount_step, int index, ChildFailure& failure) noexcept {
+    if (::mount(source, target, nullptr, MS_BIND | MS_REC, nullptr) != 0)
+        return fail(failure, bind_step, index);
+    unsigned long flags =
+        MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | locked_flags(target);
+    if (::mount(nullptr, target, nullptr, flags, nullptr) != 0)
+        return fail(failure, remount_step, index);
+    return true;
+}
+
+bool mount_tmpfs(const char* target, const std::string& options, ChildStep step,
+                 ChildFailure& failure) noexcept {
+    if (::mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) != 0)
+        return fail(failure, step);
+    return true;
+}
+
+bool mount_dev(const ChildPlan& plan, ChildFailure& failure) noexcept {
+    if (::mount("tmpfs", plan.dev_dir.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC,
+                plan.dev_options.c_str()) != 0)
+        return fail(failure, ChildStep::mount_dev);
+    // Device nodes cannot be created in a user namespace; bind the host's instead. The bind
+    // keeps the host mount's own flags, so these nodes work although /dev is nodev.
+    for (std::size_t i = 0; i < plan.device_targets.size(); ++i) {
+        const char* target = plan.device_targets[i].c_str();
+        int fd = ::open(target, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0666);
+        if (fd < 0) return fail(failure, ChildStep::create_device, static_cast<int>(i));
+        ::close(fd);
+        if (::mount(plan.device_sources[i].c_str(), target, nullptr, MS_BIND, nullptr) != 0)
+            return fail(failure, ChildStep::bind_device, static_cast<int>(i));
+    }
+    static constexpr const char* kLinks[][2] = {{"/proc/self/fd", "fd"},
+                                                {"/proc/self/fd/0", "stdin"},
+                                                {"/proc/self/fd/1", "stdout"},
+                                                {"/proc/self/fd/2", "stderr"}};
+    int dev_fd = ::open(plan.dev_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (dev_fd < 0) return fail(failure, ChildStep::dev_symlink);
+    for (const auto& link : kLinks) {
+        if (::symlinkat(link[0], dev_fd, link[1]) != 0) {
+            fail(failure, ChildStep::dev_symlink);
+            ::close(dev_fd);
+            return false;
+        }
+    }
+    bool shm_dir = ::mkdirat(dev_fd, "shm", 0755) == 0;
+    ::close(dev_fd);
+    if (!shm_dir) return fail(failure, ChildStep::mount_dev_shm);
+    if (!mount_tmpfs(plan.dev_shm_dir.c_str(), plan.shm_options, ChildStep::mount_dev_shm, failure))
+        return false;
+    if (::mount(nullptr, plan.dev_dir.c_str(), nullptr,
+                MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, nullptr) != 0)
+        return fail(failure, ChildStep::remount_dev_readonly);
+    return true;
+}
+
+}  // namespace
+
+bool mount_host_parts(const ChildPlan& plan, ChildFailure& failure) noexcept {
+    // Nothing done here may propagate back to the host's mount namespace.
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+        return fail(failure, ChildStep::make_mounts_private);
+    if (!bind_readonly(plan.rootfs.c_str(), plan.rootfs.c_str(), ChildStep::bind_rootfs,
+                       ChildStep::remount_rootfs_readonly, 0, failure))
+        return false;
+    for (std::size_t i = 0; i < plan.binds.size(); ++i) {
+        if (!bind_readonly(plan.binds[i].source.c_str(), plan.binds[i].target.c_str(),
+                           ChildStep::bind_extra, ChildStep::remount_extra_readonly,
+                           static_cast<int>(i), failure))
+            return false;
+    }
+    return true;
+}
+
+bool mount_sandbox_parts(const ChildPlan& plan, ChildFailure& failure) noexcept {
+    if (::mount("proc", plan.proc_dir.c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) !=
+        0)
+        return fail(failure, ChildStep::mount_proc);
+    if (!bind_readonly(plan.proc_sys_dir.c_str(), plan.proc_sys_dir.c_str(),
+                       ChildStep::protect_proc_sys, ChildStep::protect_proc_sys, 0, failure))
+        return false;
+    if (!mount_dev(plan, failure)) return false;
+    if (!mount_tmpfs(plan.tmp_dir.c_str(), plan.tmp_options, ChildStep::mount_tmp, failure))
+        return false;
+    if (!mount_tmpfs(plan.work_dir.c_str(), plan.work_options, ChildStep::mount_workdir, failure))
+        return false;
+
+    // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves no
+    // path back to the host's tree.
+    if (::chdir(plan.rootfs.c_str()) != 0) return fail(failure, ChildStep::pivot_root);
+    if (::syscall(SYS_pivot_root, ".", ".") != 0) return fail(failure, ChildStep::pivot_root);
+    if (::umount2(".", MNT_DETACH) != 0) return fail(failure, ChildStep::detach_old_root);
+    if (::chdir("/") != 0) return fail(failure, ChildStep::detach_old_root);
+    return true;
+}
+
+bool write_input_files(const ChildPlan& plan, int workdir_fd, ChildFailure& failure) noexcept {
+    // The working directory is a tmpfs mounted a moment ago and nothing has run in it yet,
+    // but resolve beneath it without symlinks anyway, so a bug here cannot escape it.
+    for (std::size_t i = 0; i < plan.dirs_to_create.size(); ++i) {
+        if (::mkdirat(workdir_fd, plan.dirs_to_create[i].c_str(), 0755) != 0 && errno != EEXIST)
+            return fail(failure, ChildStep::create_input_dir, static_cast<int>(i));
+    }
+    for (std::size_t i = 0; i < plan.files.size(); ++i) {
+        const PlannedFile& file = plan.files[i];
+        open_how how{};
+        how.flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;
+        how.mode = file.executable ? 0755 : 0644;
+        how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+        int fd = static_cast<int>(
+            ::syscall(SYS_openat2, workdir_fd, file.path.c_str(), &how, sizeof how));
+        if (fd < 0) return fail(failure, ChildStep::write_input_file, static_cast<int>(i));
+        const char* data = file.content->data();
+        std::size_t left = file.content->size();
+        while (left > 0) {
+            ssize_t written = ::write(fd, data, left);
+            if (written < 0 && errno == EINTR) continue;
+            if (written <= 0) {
+                if (written == 0) errno = ENOSPC;
+                fail(failure, ChildStep::write_input_file, static_cast<int>(i));
+                ::close(fd);
+                return false;
+            }
+            data += written;
+            left -= static_cast<std::size_t>(written);
+        }
+        ::close(fd);
+    }
+    return true;
+}
+
+}  // namespace isolate

@@ -1,0 +1,180 @@
+// Turns a RunSpec into a ChildPlan: every string, path and array the child will need,
+// validated here, where allocating and throwing are still allowed.
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "child_plan.h"
+#include "isolate/error.h"
+#include "isolate/seccomp.h"
+
+namespace isolate {
+namespace {
+
+constexpr const char* kDefaultPath = "/usr/local/bin:/usr/bin:/bin";
+constexpr const char* kDevices[] = {"null", "zero", "full", "random", "urandom"};
+
+// A relative path with no empty, "." or ".." component: it cannot leave the directory it is
+// resolved in. The kernel enforces the same again (RESOLVE_IN_ROOT) when the file is opened.
+void require_contained_path(const std::string& path, const char* what) {
+    if (path.empty() || path.size() > 4096 || path.front() == '/' ||
+        path.find('\0') != std::string::npos)
+        throw SetupError(std::string(what) + " path is not a relative path: '" + path + "'");
+    std::size_t start = 0;
+    while (start <= path.size()) {
+        std::size_t end = path.find('/', start);
+        if (end == std::string::npos) end = path.size();
+        std::string_view part(path.data() + start, end - start);
+        if (part.empty() || part == "." || part == "..")
+            throw SetupError(std::string(what) + " path has an empty, '.' or '..' part: '" + path +
+                             "'");
+        if (part.size() > 255)
+            throw SetupError(std::string(what) + " path has a part over 255 bytes: '" + path + "'");
+        start = end + 1;
+    }
+}
+
+// The mountpoint must be a real directory of the rootfs: a symlink there could point the
+// mount at a host path.
+std::string require_directory(const std::string& rootfs, const std::string& inside) {
+    std::string host = rootfs;
+    std::size_t start = 1;
+    while (start < inside.size()) {
+        std::size_t end = inside.find('/', start);
+        if (end == std::string::npos) end = inside.size();
+        std::string part = inside.substr(start, end - start);
+        if (part.empty() || part == "." || part == "..")
+            throw SetupError("mountpoint '" + inside + "' is not a clean absolute path");
+        host += "/" + part;
+        struct stat st {};
+        if (::lstat(host.c_str(), &st) != 0) throw_errno("rootfs lacks the directory " + inside);
+        if (!S_ISDIR(st.st_mode))
+            throw SetupError("rootfs " + rootfs + ": " + inside + " is not a directory");
+        start = end + 1;
+    }
+    return host;
+}
+
+std::string tmpfs_options(std::uint64_t bytes, const char* mode) {
+    std::uint64_t size = std::max<std::uint64_t>(bytes, 4096);
+    std::uint64_t inodes = std::clamp<std::uint64_t>(size / 4096, 64, 65536);
+    return "size=" + std::to_string(size) + ",nr_inodes=" + std::to_string(inodes) +
+           ",mode=" + mode;
+}
+
+rlim_t at_least_one(std::uint64_t value) {
+    return std::max<std::uint64_t>(value, 1);
+}
+
+}  // namespace
+
+ChildPlan make_child_plan(const RunSpec& spec, uid_t inside_id, int last_capability) {
+    if (spec.argv.empty() || spec.argv[0].empty()) throw SetupError("argv is empty");
+    if (!spec.seccomp) throw SetupError("no seccomp filter given; runs are never unfiltered");
+    if (spec.workdir.size() < 2 || spec.workdir.front() != '/')
+        throw SetupError("workdir must be an absolute path below /");
+
+    ChildPlan plan;
+    plan.inside_id = inside_id;
+    plan.last_capability = last_capability;
+    plan.seccomp = spec.seccomp.get();
+
+    std::error_code ec;
+    auto rootfs = std::filesystem::canonical(spec.rootfs, ec);
+    if (ec) throw SetupError("rootfs " + spec.rootfs.string() + ": " + ec.message());
+    plan.rootfs = rootfs.string();
+    if (plan.rootfs == "/") throw SetupError("the host's / cannot be a rootfs");
+
+    plan.proc_dir = require_directory(plan.rootfs, "/proc");
+    plan.proc_sys_dir = plan.proc_dir + "/sys";
+    plan.dev_dir = require_directory(plan.rootfs, "/dev");
+    plan.dev_shm_dir = plan.dev_dir + "/shm";
+    plan.tmp_dir = require_directory(plan.rootfs, "/tmp");
+    plan.work_dir = require_directory(plan.rootfs, spec.workdir);
+    plan.workdir_inside = spec.workdir;
+
+    for (const auto& bind : spec.binds) {
+        auto source = std::filesystem::canonical(bind.source, ec);
+        if (ec) throw SetupError("bind source " + bind.source.string() + ": " + ec.message());
+        if (bind.target.empty() || bind.target.front() != '/' || bind.target == "/")
+            throw SetupError("bind target must be an absolute path below /: " + bind.target);
+        plan.binds.push_back({source.string(), require_directory(plan.rootfs, bind.target)});
+    }
+
+    for (const char* device : kDevices) {
+        plan.device_names.emplace_back(device);
+        plan.device_targets.push_back(plan.dev_dir + "/" + device);
+        plan.device_sources.push_back(std::string("/dev/") + device);
+    }
+    plan.dev_options = "size=65536,nr_inodes=64,mode=0755";
+    plan.shm_options = tmpfs_options(spec.limits.tmpfs_bytes, "1777");
+    plan.tmp_options = tmpfs_options(spec.limits.tmpfs_bytes, "1777");
+    plan.work_options = tmpfs_options(spec.limits.tmpfs_bytes, "0755");
+
+    std::set<std::string> dirs;
+    std::set<std::string> seen_files;
+    for (const auto& file : spec.files) {
+        require_contained_path(file.path, "input file");
+        if (!seen_files.insert(file.path).second)
+            throw SetupError("input file listed twice: " + file.path);
+        for (std::size_t slash = file.path.find('/'); slash != std::string::npos;
+             slash = file.path.find('/', slash + 1))
+            dirs.insert(file.path.substr(0, slash));
+        plan.files.push_back({file.path, &file.content, file.executable});
+    }
+    for (const auto& file : plan.files)
+        if (dirs.count(file.path))
+            throw SetupError("input path is both file and directory: " + file.path);
+    // std::set orders "a" before "a/b", so parents are created first.
+    plan.dirs_to_create.assign(dirs.begin(), dirs.end());
+
+    for (const auto& path : spec.collect) require_contained_path(path, "collected file");
+    plan.collect = spec.collect;
+
+    const std::string& program = spec.argv[0];
+    if (program.find('/') != std::string::npos) {
+        plan.exec_candidates.push_back(program);
+    } else {
+        std::string search = kDefaultPath;
+        for (const auto& entry : spec.env)
+            if (entry.rfind("PATH=", 0) == 0) search = entry.substr(5);
+        std::size_t start = 0;
+        while (start <= search.size()) {
+            std::size_t end = search.find(':', start);
+            if (end == std::string::npos) end = search.size();
+            std::string dir = search.substr(start, end - start);
+            if (!dir.empty() && dir.front() == '/')
+                plan.exec_candidates.push_back(dir + "/" + program);
+            start = end + 1;
+        }
+        if (plan.exec_candidates.empty()) throw SetupError("PATH has no absolute directory");
+    }
+    for (const auto& arg : spec.argv) plan.argv.push_back(const_cast<char*>(arg.c_str()));
+    plan.argv.push_back(nullptr);
+    for (const auto& entry : spec.env) {
+        if (entry.find('=') == std::string::npos || entry.front() == '=')
+            throw SetupError("environment entry is not KEY=VALUE: " + entry);
+        plan.envp.push_back(const_cast<char*>(entry.c_str()));
+    }
+    plan.envp.push_back(nullptr);
+
+    const Limits& limits = spec.limits;
+    // RLIMIT_CPU is only a backstop: the supervisor enforces the exact budget through the
+    // cgroup's accounting, for all processes together.
+    rlim_t cpu_seconds = static_cast<rlim_t>(std::ceil(limits.cpu_time_ms / 1000.0)) + 1;
+    plan.rlimits = {
+        {RLIMIT_FSIZE, {limits.max_file_bytes, limits.max_file_bytes}},
+        {RLIMIT_STACK, {at_least_one(limits.stack_bytes), at_least_one(limits.stack_bytes)}},
+        {RLIMIT_NOFILE, {at_least_one(limits.open_files), at_least_one(limits.open_files)}},
+        {RLIMIT_CORE, {0, 0}},
+        {RLIMIT_CPU, {cpu_seconds, cpu_seconds + 1}},
+    };
+
+    plan.control_fd = -1;
+    return plan;
+}
+
+}  // namespace isolate

@@ -1,0 +1,109 @@
+// The sandboxed program's own process, forked by init: last setup, then execve.
+
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "child.h"
+#include "control.h"
+#include "isolate/seccomp.h"
+
+namespace isolate {
+namespace {
+
+bool reset_signals(ChildFailure& failure) noexcept {
+    // Dispositions set to "ignore" survive execve: the supervisor's SIG_IGN for SIGPIPE must
+    // not leak into the program.
+    struct sigaction action {};
+    action.sa_handler = SIG_DFL;
+    for (int signal = 1; signal < NSIG; ++signal) {
+        if (signal == SIGKILL || signal == SIGSTOP) continue;
+        ::sigaction(signal, &action, nullptr);  // glibc's internal signals refuse; that is fine
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    if (::sigprocmask(SIG_SETMASK, &none, nullptr) != 0)
+        return fail(failure, ChildStep::program_signals);
+    return true;
+}
+
+bool connect_stdio(const ChildPlan& plan, ChildFailure& failure) noexcept {
+    // The supervisor guarantees 0, 1 and 2 are taken in its own process, so the pipe ends
+    // are all >= 3 and dup2 cannot clobber one of them.
+    if (::dup2(plan.stdin_fd, 0) != 0 || ::dup2(plan.stdout_fd, 1) != 1 ||
+        ::dup2(plan.stderr_fd, 2) != 2)
+        return fail(failure, ChildStep::program_stdio);
+    // Everything else, the control socket included, closes on execve.
+    if (::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
+        return fail(failure, ChildStep::program_stdio);
+    return true;
+}
+
+bool apply_rlimits(const ChildPlan& plan, ChildFailure& failure) noexcept {
+    for (std::size_t i = 0; i < plan.rlimits.size(); ++i) {
+        if (::setrlimit(static_cast<__rlimit_resource>(plan.rlimits[i].resource),
+                        &plan.rlimits[i].value) != 0)
+            return fail(failure, ChildStep::program_rlimit, static_cast<int>(i));
+    }
+    return true;
+}
+
+bool install_seccomp(const ChildPlan& plan, ChildFailure& failure) noexcept {
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return fail(failure, ChildStep::no_new_privs);
+    long listener = ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                              SECCOMP_FILTER_FLAG_NEW_LISTENER, plan.seccomp->program());
+    if (listener < 0) return fail(failure, ChildStep::program_seccomp);
+    // Without its listener the supervisor could not name a blocked syscall; fail closed.
+    ControlMessage message{ControlType::exec, ChildStep::program_exec, 0, 0, 0};
+    bool sent = send_control(plan.control_fd, message, static_cast<int>(listener));
+    int saved = errno;
+    ::close(static_cast<int>(listener));
+    errno = saved;
+    if (!sent) return fail(failure, ChildStep::program_send_listener);
+    return true;
+}
+
+}  // namespace
+
+void exec_program(const ChildPlan& plan, int workdir_fd) noexcept {
+    ChildFailure failure;
+    if (::setsid() < 0) {
+        fail(failure, ChildStep::program_setsid);
+        die_reporting(plan, failure);
+    }
+    if (!reset_signals(failure) || !connect_stdio(plan, failure)) die_reporting(plan, failure);
+    if (::fchdir(workdir_fd) != 0) {
+        fail(failure, ChildStep::program_chdir);
+        die_reporting(plan, failure);
+    }
+    if (!apply_rlimits(plan, failure) || !install_seccomp(plan, failure))
+        die_reporting(plan, failure);
+
+    // execvp's rules: skip PATH entries where the file is missing; report EACCES if some
+    // entry had the file but not the permission; stop at any other failure.
+    int error = ENOENT;
+    int index = 0;
+    for (std::size_t i = 0; i < plan.exec_candidates.size(); ++i) {
+        ::execve(plan.exec_candidates[i].c_str(), plan.argv.data(), plan.envp.data());
+        if (errno == ENOENT || errno == ENOTDIR) continue;
+        if (errno == EACCES) {
+            if (error != EACCES) index = static_cast<int>(i);
+            error = EACCES;
+            continue;
+        }
+        error = errno;
+        index = static_cast<int>(i);
+        break;
+    }
+    errno = error;
+    fail(failure, ChildStep::program_exec, index);
+    die_reporting(plan, failure);
+}
+
+}  // namespace isolate

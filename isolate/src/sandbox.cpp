@@ -1,0 +1,562 @@
+// The supervisor: creates the sandbox with clone3, feeds it, watches it, ends it, and
+// turns what it saw into a RunResult. The only place that owns a run's kernel resources.
+
+#include "isolate/sandbox.h"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "child_plan.h"
+#include "control.h"
+#include "isolate/error.h"
+#include "isolate/seccomp.h"
+#include "verdict.h"
+
+namespace isolate {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kReadChunk = 64 * 1024;
+
+struct Pipe {
+    UniqueFd read_end, write_end;
+};
+
+Pipe make_pipe() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
+    return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+void set_nonblocking(int fd) {
+    int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) throw_errno("fcntl O_NONBLOCK");
+}
+
+UniqueFd make_timer() {
+    UniqueFd fd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+    if (!fd) throw_errno("timerfd_create");
+    return fd;
+}
+
+void arm_timer(int fd, std::chrono::nanoseconds delay) {
+    itimerspec spec{};
+    auto ns = std::max<std::int64_t>(delay.count(), 1);
+    spec.it_value.tv_sec = ns / 1'000'000'000;
+    spec.it_value.tv_nsec = ns % 1'000'000'000;
+    if (::timerfd_settime(fd, 0, &spec, nullptr) != 0) throw_errno("timerfd_settime");
+}
+
+void disarm_timer(int fd) {
+    itimerspec spec{};
+    ::timerfd_settime(fd, 0, &spec, nullptr);
+}
+
+void write_file(const std::string& path, const std::string& content) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) throw_errno("open " + path);
+    if (::write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size()))
+        throw_errno("write " + path);
+}
+
+int read_last_capability() {
+    std::ifstream in("/proc/sys/kernel/cap_last_cap");
+    int last = 0;
+    if (!(in >> last) || last < 0 || last > 63) throw SetupError("cannot read cap_last_cap");
+    return last;
+}
+
+// The sandbox's pid 1, as seen from the host. Killed and reaped on every path out.
+class SandboxProcess {
+  public:
+    SandboxProcess(pid_t pid, int pidfd) : pid_(pid), pidfd_(pidfd) {}
+    SandboxProcess(const SandboxProcess&) = delete;
+    SandboxProcess& operator=(const SandboxProcess&) = delete;
+    ~SandboxProcess() {
+        if (reaped_) return;
+        kill();
+        siginfo_t info{};
+        while (::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED) != 0 &&
+               errno == EINTR) {
+        }
+    }
+
+    pid_t pid() const { return pid_; }
+    int pidfd() const { return pidfd_.get(); }
+    void kill() noexcept { ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0); }
+    // Call when pidfd is readable.
+    void reap() {
+        siginfo_t info{};
+        while (::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED) != 0) {
+            if (errno != EINTR) throw_errno("waitid");
+        }
+        reaped_ = true;
+    }
+
+  private:
+    pid_t pid_;
+    UniqueFd pidfd_;
+    bool reaped_ = false;
+};
+
+// Claims a slot for the duration of a run so that two runs never share a host uid.
+class SlotClaim {
+  public:
+    SlotClaim(std::mutex& mutex, std::set<unsigned>& busy, unsigned slot)
+        : mutex_(mutex), busy_(busy), slot_(slot) {
+        std::lock_guard lock(mutex_);
+        if (!busy_.insert(slot_).second)
+            throw SetupError("slot " + std::to_string(slot_) + " is already running a sandbox");
+    }
+    ~SlotClaim() {
+        std::lock_guard lock(mutex_);
+        busy_.erase(slot_);
+    }
+    SlotClaim(const SlotClaim&) = delete;
+    SlotClaim& operator=(const SlotClaim&) = delete;
+
+  private:
+    std::mutex& mutex_;
+    std::set<unsigned>& busy_;
+    unsigned slot_;
+};
+
+// One run, from clone3 to the last byte of output.
+class Supervisor {
+  public:
+    Supervisor(const SandboxConfig& config, cgroup::Backend& cgroups, const RunSpec& spec,
+               int last_capability, unsigned parallelism, std::string run_name)
+        : config_(config),
+          cgroups_(cgroups),
+          spec_(spec),
+          last_capability_(last_capability),
+          parallelism_(parallelism),
+          run_name_(std::move(run_name)) {}
+
+    RunResult run();
+
+  private:
+    void start();
+    void event_loop();
+    void handle_control();
+    void handle_listener();
+    void handle_output(UniqueFd& fd, std::string& sink, bool& truncated);
+    void feed_stdin();
+    void on_exec();
+    void check_cpu();
+    void kill_sandbox();
+    void fail(std::string message);
+    void collect_file(int index, int error, UniqueFd fd);
+
+    const SandboxConfig& config_;
+    cgroup::Backend& cgroups_;
+    const RunSpec& spec_;
+    int last_capability_;
+    unsigned parallelism_;
+    std::string run_name_;
+
+    ChildPlan plan_;
+    std::unique_ptr<cgroup::RunCgroup> cgroup_;
+    Pipe stdin_, stdout_, stderr_;
+    UniqueFd control_, child_control_;
+    std::unique_ptr<SandboxProcess> process_;
+    UniqueFd phase_timer_, cpu_timer_, listener_;
+    std::size_t stdin_offset_ = 0;
+
+    RunFacts facts_;
+    RunResult result_;
+    bool exec_seen_ = false;
+    bool exited_seen_ = false;
+    bool init_dead_ = false;
+    std::uint64_t cpu_baseline_ns_ = 0;
+    Clock::time_point wall_start_, wall_end_;
+};
+
+RunResult Supervisor::run() {
+    try {
+        start();
+        event_loop();
+        cgroup::Usage usage = cgroup_->usage();
+        facts_.oom_killed = usage.oom_kills > 0;
+        if (exec_seen_) {
+            std::uint64_t used =
+                usage.cpu_ns > cpu_baseline_ns_ ? usage.cpu_ns - cpu_baseline_ns_ : 0;
+            result_.cpu_time_ms = static_cast<double>(used) / 1e6;
+            if (used > spec_.limits.cpu_time_ms * 1'000'000) facts_.cpu_exceeded = true;
+            if (!exited_seen_) wall_end_ = Clock::now();
+            result_.wall_time_ms =
+                std::chrono::duration<double, std::milli>(wall_end_ - wall_start_).count();
+        }
+        result_.memory_bytes = usage.memory_peak_bytes;
+    } catch (const std::exception& error) {
+        if (!facts_.setup_error) facts_.setup_error = error.what();
+    }
+    decide_verdict(facts_, spec_.limits, result_);
+    if (result_.status == Status::internal_error) result_.collected.clear();
+    return std::move(result_);
+}
+
+void Supervisor::start() {
+    plan_ = make_child_plan(spec_, config_.inside_uid, last_capability_);
+    cgroup_ = cgroups_.create(run_name_, {spec_.limits.memory_bytes,
+                                          spec_.limits.max_processes + 1,  // + init
+                                          spec_.limits.cpus});
+    stdin_ = make_pipe();
+    stdout_ = make_pipe();
+    stderr_ = make_pipe();
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0)
+        throw_errno("socketpair");
+    control_.reset(pair[0]);
+    child_control_.reset(pair[1]);
+    plan_.control_fd = child_control_.get();
+    plan_.stdin_fd = stdin_.read_end.get();
+    plan_.stdout_fd = stdout_.write_end.get();
+    plan_.stderr_fd = stderr_.write_end.get();
+    phase_timer_ = make_timer();
+    cpu_timer_ = make_timer();
+    arm_timer(phase_timer_.get(), std::chrono::milliseconds(config_.setup_timeout_ms));
+
+    int pidfd = -1;
+    clone_args args{};
+    args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |
+                 CLONE_NEWUTS | CLONE_PIDFD;
+    args.pidfd = reinterpret_cast<std::uint64_t>(&pidfd);
+    args.exit_signal = SIGCHLD;
+    if (int cgroup_fd = cgroup_->clone_into_fd(); cgroup_fd >= 0) {
+        // The process is born inside its cgroup; it is never accounted anywhere else.
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = static_cast<std::uint64_t>(cgroup_fd);
+    }
+    long pid = ::syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0) throw_errno("clone3");
+    if (pid == 0) run_init(plan_);
+    process_ = std::make_unique<SandboxProcess>(static_cast<pid_t>(pid), pidfd);
+
+    child_control_.reset();
+    stdin_.read_end.reset();
+    stdout_.write_end.reset();
+    stderr_.write_end.reset();
+
+    uid_t host_id = config_.uid_base + spec_.slot;
+    std::string map = std::to_string(config_.inside_uid) + " " + std::to_string(host_id) + " 1\n";
+    std::string proc = "/proc/" + std::to_string(pid);
+    write_file(proc + "/uid_map", map);
+    write_file(proc + "/gid_map", map);
+    if (cgroup_->clone_into_fd() < 0) cgroup_->attach(process_->pid());
+
+    set_nonblocking(stdin_.write_end.get());
+    set_nonblocking(stdout_.read_end.get());
+    set_nonblocking(stderr_.read_end.get());
+    if (spec_.stdin_data.empty()) stdin_.write_end.reset();
+    if (!send_control(control_.get(), {ControlType::go, ChildStep::wait_for_go, 0, 0, 0}))
+        throw_errno("send go to the sandbox");
+}
+
+void Supervisor::event_loop() {
+    enum { kControl, kStdout, kStderr, kStdin, kProcess, kPhase, kCpu, kListener, kCancel, kCount };
+    while (!init_dead_ || stdout_.read_end || stderr_.read_end || control_) {
+        pollfd fds[kCount] = {};
+        auto watch = [&](int slot, int fd, short events) {
+            fds[slot].fd = fd;
+            fds[slot].events = events;
+        };
+        watch(kControl, control_ ? control_.get() : -1, POLLIN);
+        watch(kStdout, stdout_.read_end ? stdout_.read_end.get() : -1, POLLIN);
+        watch(kStderr, stderr_.read_end ? stderr_.read_end.get() : -1, POLLIN);
+        watch(kStdin, stdin_.write_end ? stdin_.write_end.get() : -1, POLLOUT);
+        watch(kProcess, init_dead_ ? -1 : process_->pidfd(), POLLIN);
+        watch(kPhase, phase_timer_.get(), POLLIN);
+        watch(kCpu, cpu_timer_.get(), POLLIN);
+        watch(kListener, listener_ ? listener_.get() : -1, POLLIN);
+        watch(kCancel, spec_.cancel_fd, POLLIN);
+        if (::poll(fds, kCount, -1) < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("poll");
+        }
+        auto ready = [&](int slot) { return fds[slot].fd >= 0 && fds[slot].revents != 0; };
+        if (ready(kListener)) handle_listener();
+        if (ready(kControl)) handle_control();
+        if (ready(kStdout))
+            handle_output(stdout_.read_end, result_.stdout_data, result_.stdout_truncated);
+        if (ready(kStderr))
+            handle_output(stderr_.read_end, result_.stderr_data, result_.stderr_truncated);
+        if (ready(kStdin)) feed_stdin();
+        if (ready(kCpu)) {
+            std::uint64_t expirations;
+            if (::read(cpu_timer_.get(), &expirations, sizeof expirations) > 0) check_cpu();
+        }
+        if (ready(kPhase)) {
+            std::uint64_t expirations;
+            if (::read(phase_timer_.get(), &expirations, sizeof expirations) > 0) {
+                if (!exec_seen_) {
+                    fail("sandbox setup did not finish within " +
+                         std::to_string(config_.setup_timeout_ms) + " ms");
+                } else if (!exited_seen_) {
+                    facts_.wall_exceeded = true;
+                    kill_sandbox();
+                }
+            }
+        }
+        if (ready(kCancel) && !facts_.cancelled) {
+            facts_.cancelled = true;
+            kill_sandbox();
+        }
+        if (ready(kProcess)) {
+            process_->reap();
+            init_dead_ = true;
+            // Every process of the sandbox is gone with its pid 1, so no one writes anymore.
+            stdin_.write_end.reset();
+            disarm_timer(cpu_timer_.get());
+            disarm_timer(phase_timer_.get());
+            listener_.reset();
+        }
+    }
+}
+
+void Supervisor::handle_control() {
+    for (;;) {
+        UniqueFd passed;
+        auto message = receive_control(control_.get(), &passed);
+        if (!message) {
+            if (errno == 0) control_.reset();  // EOF: every sandbox process is gone
+            return;
+        }
+        switch (message->type) {
+            case ControlType::exec:
+                if (!passed) {
+                    fail("the sandbox sent no seccomp listener");
+                    break;
+                }
+                listener_ = std::move(passed);
+                on_exec();
+                break;
+            case ControlType::error: {
+                std::string detail = to_string(message->step);
+                if (message->step == ChildStep::program_exec &&
+                    message->index < static_cast<int>(plan_.exec_candidates.size()))
+                    detail += " " + plan_.exec_candidates[static_cast<std::size_t>(message->index)];
+                if (message->step == ChildStep::write_input_file &&
+                    message->index < static_cast<int>(plan_.files.size()))
+                    detail += " " + plan_.files[static_cast<std::size_t>(message->index)].path;
+                fail("sandbox setup failed: " + detail + ": " + std::strerror(message->error));
+                break;
+            }
+            case ControlType::exited:
+                exited_seen_ = true;
+                wall_end_ = Clock::now();
+                facts_.wait_status = message->wait_status;
+                disarm_timer(phase_timer_.get());
+                disarm_timer(cpu_timer_.get());
+                break;
+            case ControlType::file:
+                collect_file(message->index, message->error, std::move(passed));
+                break;
+            case ControlType::done:
+            case ControlType::go:
+                break;
+        }
+    }
+}
+
+void Supervisor::on_exec() {
+    exec_seen_ = true;
+    wall_start_ = Clock::now();
+    cpu_baseline_ns_ = cgroup_->cpu_usage_ns();
+    arm_timer(phase_timer_.get(), std::chrono::milliseconds(spec_.limits.wall_time_ms));
+    check_cpu();
+}
+
+// Re-arms itself for the remaining budget divided by how many CPUs could be burning it, so
+// the kill lands within a scheduler tick of the budget without polling.
+void Supervisor::check_cpu() {
+    if (exited_seen_ || facts_.cpu_exceeded) return;
+    std::uint64_t limit = spec_.limits.cpu_time_ms * 1'000'000;
+    std::uint64_t now = cgroup_->cpu_usage_ns();
+    std::uint64_t used = now > cpu_baseline_ns_ ? now - cpu_baseline_ns_ : 0;
+    if (used >= limit) {
+        facts_.cpu_exceeded = true;
+        kill_sandbox();
+        return;
+    }
+    std::uint64_t remaining = limit - used;
+    auto delay = std::chrono::nanoseconds(remaining / parallelism_);
+    arm_timer(cpu_timer_.get(),
+              std::max<std::chrono::nanoseconds>(delay, std::chrono::microseconds(500)));
+}
+
+void Supervisor::handle_listener() {
+    seccomp_notif notification;
+    std::memset(&notification, 0, sizeof notification);
+    if (::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_RECV, &notification) != 0) {
+        // ENOENT: the caller died meanwhile. Anything else (POLLHUP: no task left) ends it.
+        if (errno != ENOENT && errno != EINTR) listener_.reset();
+        return;
+    }
+    if (!facts_.blocked_syscall)
+        facts_.blocked_syscall = syscall_name(notification.data.nr, notification.data.arch);
+    // The call stays blocked in the kernel until the task dies; it never runs.
+    kill_sandbox();
+}
+
+void Supervisor::handle_output(UniqueFd& fd, std::string& sink, bool& truncated) {
+    char buffer[kReadChunk];
+    for (;;) {
+        ssize_t got = ::read(fd.get(), buffer, sizeof buffer);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) return;
+            fd.reset();
+            return;
+        }
+        if (got == 0) {
+            fd.reset();
+            return;
+        }
+        std::size_t total = result_.stdout_data.size() + result_.stderr_data.size();
+        std::size_t room =
+            spec_.limits.max_output_bytes > total ? spec_.limits.max_output_bytes - total : 0;
+        std::size_t take = std::min<std::size_t>(room, static_cast<std::size_t>(got));
+        sink.append(buffer, take);
+        if (take < static_cast<std::size_t>(got)) {
+            truncated = true;
+            if (!facts_.output_exceeded) {
+                facts_.output_exceeded = true;
+                kill_sandbox();
+            }
+        }
+    }
+}
+
+void Supervisor::feed_stdin() {
+    const std::string& data = spec_.stdin_data;
+    while (stdin_offset_ < data.size()) {
+        ssize_t written = ::write(stdin_.write_end.get(), data.data() + stdin_offset_,
+                                  std::min<std::size_t>(data.size() - stdin_offset_, 1 << 20));
+        if (written < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) return;
+            break;  // EPIPE: the program does not want the rest
+        }
+        stdin_offset_ += static_cast<std::size_t>(written);
+    }
+    stdin_.write_end.reset();
+}
+
+void Supervisor::collect_file(int index, int error, UniqueFd fd) {
+    if (index < 0 || static_cast<std::size_t>(index) >= plan_.collect.size()) return;
+    const std::string& path = plan_.collect[static_cast<std::size_t>(index)];
+    if (!fd) {
+        if (!facts_.setup_error)
+            result_.message = "cannot collect " + path + ": " + std::strerror(error);
+        return;
+    }
+    // The descriptor was opened inside the sandbox; reading it follows no host path.
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+        static_cast<std::uint64_t>(st.st_size) > spec_.limits.max_file_bytes)
+        return;
+    CollectedFile file{path, std::string(static_cast<std::size_t>(st.st_size), '\0'),
+                       (st.st_mode & 0111) != 0};
+    std::size_t done = 0;
+    while (done < file.content.size()) {
+        ssize_t got = ::pread(fd.get(), file.content.data() + done, file.content.size() - done,
+                              static_cast<off_t>(done));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        done += static_cast<std::size_t>(got);
+    }
+    file.content.resize(done);
+    result_.collected.push_back(std::move(file));
+}
+
+void Supervisor::kill_sandbox() {
+    facts_.killed_by_supervisor = true;
+    if (process_ && !init_dead_) process_->kill();
+    if (cgroup_) cgroup_->kill_all();
+}
+
+void Supervisor::fail(std::string message) {
+    if (!facts_.setup_error) facts_.setup_error = std::move(message);
+    kill_sandbox();
+}
+
+void ensure_standard_fds_open() {
+    // The sandbox's stdio is set up with dup2 onto 0, 1 and 2; if one of those were free,
+    // a pipe could land there and be clobbered.
+    for (int fd = 0; fd < 3; ++fd) {
+        if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+        int opened = ::open("/dev/null", O_RDWR);
+        if (opened != fd)
+            throw SetupError("cannot occupy standard descriptor " + std::to_string(fd));
+    }
+}
+
+}  // namespace
+
+struct SandboxState {
+    std::mutex mutex;
+    std::set<unsigned> busy_slots;
+    std::atomic<std::uint64_t> run_counter{0};
+    int last_capability = 0;
+    unsigned parallelism = 1;
+};
+
+Sandbox::Sandbox(SandboxConfig config, std::unique_ptr<cgroup::Backend> cgroups)
+    : config_(config), cgroups_(std::move(cgroups)) {
+    if (config_.uid_base == 0) throw SetupError("uid_base must not be 0");
+    if (!cgroups_) throw SetupError("no cgroup backend");
+    // Writing to a sandbox's stdin after it exited must be EPIPE, not a dead supervisor.
+    ::signal(SIGPIPE, SIG_IGN);
+    ensure_standard_fds_open();
+    state_ = std::make_unique<SandboxState>();
+    state_->last_capability = read_last_capability();
+    state_->parallelism = std::max(1u, std::thread::hardware_concurrency());
+}
+
+Sandbox::~Sandbox() = default;
+
+RunResult Sandbox::run(const RunSpec& spec) {
+    try {
+        if (spec.slot >= config_.slots)
+            throw SetupError("slot " + std::to_string(spec.slot) + " is out of range");
+        SlotClaim claim(state_->mutex, state_->busy_slots, spec.slot);
+        unsigned parallelism = state_->parallelism;
+        if (spec.limits.cpus > 0)
+            parallelism = std::min(parallelism, static_cast<unsigned>(std::ceil(spec.limits.cpus)));
+        std::string name = "run-" + std::to_string(spec.slot) + "-" +
+                           std::to_string(state_->run_counter.fetch_add(1));
+        Supervisor supervisor(config_, *cgroups_, spec, state_->last_capability,
+                              std::max(1u, parallelism), std::move(name));
+        return supervisor.run();
+    } catch (const std::exception& error) {
+        RunResult result;
+        result.status = Status::internal_error;
+        result.message = error.what();
+        return result;
+    }
+}
+
+}  // namespace isolate

@@ -1,0 +1,225 @@
+#include "isolate/seccomp.h"
+
+#include <linux/audit.h>
+#include <seccomp.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "isolate/error.h"
+#include "isolate/unique_fd.h"
+
+namespace isolate {
+namespace {
+
+// libseccomp reports failures as negative errno values.
+[[noreturn]] void throw_libseccomp(const std::string& step, int rc) {
+    throw SetupError("seccomp: " + step + ": " + std::strerror(-rc));
+}
+
+void check(int rc, const std::string& step) {
+    if (rc < 0) throw_libseccomp(step, rc);
+}
+
+struct CtxDeleter {
+    void operator()(void* ctx) const noexcept { seccomp_release(ctx); }
+};
+using Ctx = std::unique_ptr<void, CtxDeleter>;
+
+// The kernel reports only 16 bits of SECCOMP_RET_DATA, and values above MAX_ERRNO would not
+// read as an error to the caller; SCMP_ACT_ERRNO would silently truncate them.
+constexpr int max_errno = 4095;
+
+std::uint32_t to_scmp_action(const SeccompAction& action, const std::string& where) {
+    switch (action.kind) {
+        case SeccompAction::Kind::allow:
+            return SCMP_ACT_ALLOW;
+        case SeccompAction::Kind::kill:
+            // The supervisor, not the kernel, kills: that way it learns the syscall's name and
+            // takes down every process of the sandbox, not only the offending one.
+            return SCMP_ACT_NOTIFY;
+        case SeccompAction::Kind::errno_:
+            if (action.errno_value < 1 || action.errno_value > max_errno)
+                throw SetupError("seccomp: " + where + ": errno " +
+                                 std::to_string(action.errno_value) + " is not in 1.." +
+                                 std::to_string(max_errno));
+            return SCMP_ACT_ERRNO(static_cast<std::uint32_t>(action.errno_value));
+    }
+    throw SetupError("seccomp: " + where + ": invalid action kind");
+}
+
+scmp_compare to_scmp_op(SeccompArgCondition::Op op) {
+    switch (op) {
+        case SeccompArgCondition::Op::eq:
+            return SCMP_CMP_EQ;
+        case SeccompArgCondition::Op::ne:
+            return SCMP_CMP_NE;
+        case SeccompArgCondition::Op::lt:
+            return SCMP_CMP_LT;
+        case SeccompArgCondition::Op::le:
+            return SCMP_CMP_LE;
+        case SeccompArgCondition::Op::gt:
+            return SCMP_CMP_GT;
+        case SeccompArgCondition::Op::ge:
+            return SCMP_CMP_GE;
+        case SeccompArgCondition::Op::masked_eq:
+            return SCMP_CMP_MASKED_EQ;
+    }
+    return _SCMP_CMP_MIN;  // rejected by the caller
+}
+
+std::string describe(const SeccompRule& rule, std::size_t index) {
+    return "rule " + std::to_string(index) + " (" + rule.syscall + ")";
+}
+
+// libseccomp lets an unconditional rule silently override every conditional rule of the same
+// syscall, so such a policy would not mean what it says; refuse it instead of guessing.
+void reject_ambiguous_rules(const SeccompPolicy& policy) {
+    std::map<std::string, std::size_t> unconditional;  // syscall -> rule index
+    std::map<std::string, std::size_t> first;
+    for (std::size_t i = 0; i < policy.rules.size(); ++i) {
+        const SeccompRule& rule = policy.rules[i];
+        auto [it, inserted] = first.emplace(rule.syscall, i);
+        if (rule.conditions.empty()) {
+            if (!inserted)
+                throw SetupError("seccomp: " + describe(rule, i) + " is unconditional but rule " +
+                                 std::to_string(it->second) + " also covers '" + rule.syscall +
+                                 "'");
+            unconditional.emplace(rule.syscall, i);
+        } else if (auto u = unconditional.find(rule.syscall); u != unconditional.end()) {
+            throw SetupError("seccomp: " + describe(rule, i) + " is conditional but rule " +
+                             std::to_string(u->second) + " already covers '" + rule.syscall +
+                             "' unconditionally");
+        }
+    }
+}
+
+std::string resolve(std::uint32_t scmp_arch, int number) {
+    char* name = seccomp_syscall_resolve_num_arch(scmp_arch, number);
+    if (name == nullptr) return "syscall " + std::to_string(number);
+    std::unique_ptr<char, decltype(&std::free)> owner(name, &std::free);
+    return std::string(name);
+}
+
+}  // namespace
+
+std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy& policy) {
+    reject_ambiguous_rules(policy);
+
+    const std::uint32_t default_action = to_scmp_action(policy.default_action, "default action");
+    Ctx ctx(seccomp_init(default_action));
+    if (!ctx) throw SetupError("seccomp: seccomp_init failed");
+
+    // Only the native arch is in the filter, so i386 (`int 0x80`) calls hit the bad-arch
+    // action. libseccomp's x86_64 filter also sends every number with the x32 bit
+    // (0x40000000) there; tests/unit/seccomp_profile_tests.cpp checks both on the real kernel.
+    check(seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS),
+          "seccomp_attr_set(ACT_BADARCH)");
+    // The program is exported, never loaded by libseccomp; the sandbox sets no_new_privs itself.
+    check(seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_NNP, 0), "seccomp_attr_set(CTL_NNP)");
+
+    for (std::size_t i = 0; i < policy.rules.size(); ++i) {
+        const SeccompRule& rule = policy.rules[i];
+        const int nr = seccomp_syscall_resolve_name(rule.syscall.c_str());
+        if (nr == __NR_SCMP_ERROR)
+            throw SetupError("seccomp: unknown syscall '" + rule.syscall + "'");
+        // A pseudo number: libseccomp knows the name from another arch (socketcall, mmap2...).
+        // The call cannot be made natively, so there is nothing to filter.
+        if (nr < 0) continue;
+
+        const std::uint32_t action = to_scmp_action(rule.action, describe(rule, i));
+        // libseccomp refuses (EACCES) rules that repeat the default action. They are no-ops:
+        // a call that matches no other rule of its syscall gets the default action anyway.
+        if (action == default_action) continue;
+
+        std::vector<scmp_arg_cmp> cmps;
+        cmps.reserve(rule.conditions.size());
+        unsigned compared = 0;  // bit n: argument n already has a condition
+        for (const SeccompArgCondition& c : rule.conditions) {
+            if (c.arg > 5)
+                throw SetupError("seccomp: " + describe(rule, i) + ": argument index " +
+                                 std::to_string(c.arg) + " is not in 0..5");
+            // libseccomp would only say EINVAL.
+            if (compared & (1u << c.arg))
+                throw SetupError("seccomp: " + describe(rule, i) + ": argument " +
+                                 std::to_string(c.arg) +
+                                 " is compared twice; libseccomp allows one comparison per "
+                                 "argument and rule");
+            compared |= 1u << c.arg;
+            const scmp_compare op = to_scmp_op(c.op);
+            if (op == _SCMP_CMP_MIN)
+                throw SetupError("seccomp: " + describe(rule, i) + ": invalid comparison");
+            // For SCMP_CMP_MASKED_EQ datum_a is the mask and datum_b the value.
+            const bool masked = c.op == SeccompArgCondition::Op::masked_eq;
+            cmps.push_back(
+                scmp_arg_cmp{c.arg, op, masked ? c.mask : c.value, masked ? c.value : 0});
+        }
+        const int rc =
+            seccomp_rule_add_array(ctx.get(), action, nr, static_cast<unsigned>(cmps.size()),
+                                   cmps.empty() ? nullptr : cmps.data());
+        if (rc == -EEXIST)
+            throw SetupError("seccomp: " + describe(rule, i) +
+                             ": another rule has the same conditions but a different action");
+        check(rc, "seccomp_rule_add(" + describe(rule, i) + ")");
+    }
+
+    // libseccomp 2.5 exports only to a file descriptor; a memfd keeps it off the filesystem.
+    UniqueFd memfd(memfd_create("sandboxd-seccomp-bpf", MFD_CLOEXEC));
+    if (!memfd) throw SetupError(std::string("seccomp: memfd_create: ") + std::strerror(errno));
+    check(seccomp_export_bpf(ctx.get(), memfd.get()), "seccomp_export_bpf");
+
+    struct stat st {};
+    if (fstat(memfd.get(), &st) != 0)
+        throw SetupError(std::string("seccomp: fstat(memfd): ") + std::strerror(errno));
+    const auto size = static_cast<std::size_t>(st.st_size);
+    if (size == 0 || size % sizeof(sock_filter) != 0)
+        throw SetupError("seccomp: exported BPF has invalid size " + std::to_string(size));
+    // The kernel refuses longer programs with EINVAL at install time, inside the child, where
+    // the error is much harder to report; catch it here.
+    if (size / sizeof(sock_filter) > BPF_MAXINSNS)
+        throw SetupError("seccomp: filter has " + std::to_string(size / sizeof(sock_filter)) +
+                         " instructions, the kernel allows " + std::to_string(BPF_MAXINSNS));
+
+    auto filter = std::make_shared<SeccompFilter>();
+    filter->instructions_.resize(size / sizeof(sock_filter));
+    auto* out = reinterpret_cast<char*>(filter->instructions_.data());
+    std::size_t done = 0;
+    while (done < size) {
+        const ssize_t n = pread(memfd.get(), out + done, size - done, static_cast<off_t>(done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw SetupError(std::string("seccomp: read(memfd): ") + std::strerror(errno));
+        if (n == 0) throw SetupError("seccomp: exported BPF is shorter than its memfd");
+        done += static_cast<std::size_t>(n);
+    }
+    filter->program_.len = static_cast<unsigned short>(filter->instructions_.size());
+    filter->program_.filter = filter->instructions_.data();
+    return filter;
+}
+
+std::string syscall_name(int number) {
+    return resolve(SCMP_ARCH_NATIVE, number);
+}
+
+std::string syscall_name(int number, std::uint32_t audit_arch) {
+    switch (audit_arch) {
+        case AUDIT_ARCH_X86_64:
+            return resolve(SCMP_ARCH_X86_64, number);
+        case AUDIT_ARCH_I386:
+            return resolve(SCMP_ARCH_X86, number);
+        default: {
+            char arch[16];
+            std::snprintf(arch, sizeof arch, "0x%x", static_cast<unsigned>(audit_arch));
+            return "syscall " + std::to_string(number) + " (arch " + arch + ")";
+        }
+    }
+}
+
+}  // namespace isolate

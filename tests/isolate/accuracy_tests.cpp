@@ -1,0 +1,88 @@
+// Honest figures, and nothing left behind.
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "isolate/support.h"
+
+using isolate::Status;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::size_t count_entries(const fs::path& dir) {
+    std::error_code ec;
+    std::size_t n = 0;
+    for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec))
+        ++n;
+    return n;
+}
+
+std::size_t count_lines(const char* path) {
+    std::ifstream in(path);
+    return static_cast<std::size_t>(std::count(std::istreambuf_iterator<char>(in), {}, '\n'));
+}
+
+// Directories below our cgroup subtree, in every hierarchy it lives in.
+std::size_t run_cgroups() {
+    std::size_t n = 0;
+    for (const auto& hierarchy : fs::directory_iterator("/sys/fs/cgroup")) {
+        std::error_code ec;
+        for (auto it = fs::recursive_directory_iterator(hierarchy.path(), ec);
+             !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+            if (it.depth() > 4) it.disable_recursion_pending();
+            if (it->is_directory(ec) &&
+                it->path().parent_path().filename() == test::cgroup_subtree())
+                ++n;
+        }
+    }
+    return n;
+}
+
+}  // namespace
+
+TEST_CASE("a 300 ms CPU loop reports 270 to 450 ms") {
+    auto spec = test::probe({"spin", "300"});
+    auto result = test::sandbox().run(spec);
+    CHECK(result.status == Status::ok);
+    CHECK(result.cpu_time_ms >= 270);
+    CHECK(result.cpu_time_ms <= 450);
+}
+
+TEST_CASE("a 100 MiB touched allocation reports a 100 to 150 MiB peak") {
+    auto spec = test::probe({"hog", "100"});
+    spec.limits.memory_bytes = 512 << 20;
+    auto result = test::sandbox().run(spec);
+    CHECK(result.status == Status::ok);
+    CHECK(result.memory_bytes >= 100u << 20);
+    CHECK(result.memory_bytes <= 150u << 20);
+}
+
+TEST_CASE("500 runs in a row leave no cgroup, mount, process, fd or temp dir behind") {
+    // Warm up once so lazily created state (the rootfs, the filter) is not counted.
+    REQUIRE(test::sandbox().run(test::probe({"hello"})).status == Status::ok);
+    std::size_t fds = count_entries("/proc/self/fd");
+    std::size_t mounts = count_lines("/proc/self/mountinfo");
+    std::size_t tmp = count_entries("/tmp");
+    std::size_t var_tmp = count_entries("/var/tmp");
+    std::size_t cgroups = run_cgroups();
+    int failures = 0;
+    for (int i = 0; i < 500; ++i) {
+        auto spec = test::probe({i % 2 ? "hello" : "daemon", "1000"});
+        spec.slot = 3;
+        if (test::sandbox().run(spec).status != Status::ok) ++failures;
+    }
+    CHECK(failures == 0);
+    CHECK(count_entries("/proc/self/fd") == fds);
+    CHECK(count_lines("/proc/self/mountinfo") == mounts);
+    CHECK(count_entries("/tmp") == tmp);
+    CHECK(count_entries("/var/tmp") == var_tmp);
+    CHECK(run_cgroups() == cgroups);
+    CHECK(cgroups == 0);
+    CHECK(test::processes_of_uid(test::sandbox().config().uid_base + 3).empty());
+}

@@ -1,0 +1,494 @@
+// The cgroup backends against the real kernel. Every test uses a subtree of its own below
+// this process's cgroups, forks only children it reaps itself, and kills only those.
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "isolate/cgroup.h"
+#include "isolate/error.h"
+// The parsers are internal to the library but worth testing on inputs this host lacks
+// (co-mounted controllers, escaped mount points).
+#include "cgroup/cgroup_fs.h"
+
+namespace {
+
+namespace cg = isolate::cgroup;
+namespace stdfs = std::filesystem;
+
+constexpr std::uint64_t kMiB = 1024 * 1024;
+
+std::string read_text(const stdfs::path& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::string first_line(const stdfs::path& path) {
+    const auto text = read_text(path);
+    return text.substr(0, text.find('\n'));
+}
+
+bool host_is_v2() {
+    struct statfs st {};
+    return ::statfs("/sys/fs/cgroup", &st) == 0 &&
+           static_cast<unsigned long>(st.f_type) == CGROUP2_SUPER_MAGIC;
+}
+
+// Where the subtree lives in every hierarchy, worked out here independently of the code
+// under test (simple parsing that is enough for this host and a plain cgroup2 guest).
+std::vector<stdfs::path> subtree_dirs(const std::string& subtree) {
+    std::vector<std::pair<std::string, std::string>> own;  // controllers, path
+    {
+        std::istringstream in(read_text("/proc/self/cgroup"));
+        for (std::string line; std::getline(in, line);) {
+            const auto a = line.find(':');
+            const auto b = line.find(':', a + 1);
+            own.emplace_back(line.substr(a + 1, b - a - 1), line.substr(b + 1));
+        }
+    }
+    std::vector<stdfs::path> dirs;
+    if (host_is_v2()) {
+        for (const auto& [controllers, path] : own) {
+            if (!controllers.empty()) continue;
+            stdfs::path dir = stdfs::path("/sys/fs/cgroup") / stdfs::path(path).relative_path();
+            if (dir.filename() == "supervisor") dir = dir.parent_path();
+            dirs.push_back(dir / subtree);
+        }
+        return dirs;
+    }
+    std::istringstream in(read_text("/proc/self/mountinfo"));
+    for (std::string line; std::getline(in, line);) {
+        std::istringstream fields(line);
+        std::vector<std::string> f;
+        for (std::string w; fields >> w;) f.push_back(w);
+        const auto dash = std::find(f.begin(), f.end(), "-");
+        if (dash == f.end() || dash + 3 >= f.end() || dash[1] != "cgroup") continue;
+        const std::string opts = "," + dash[3] + ",";
+        for (const char* c : {"memory", "pids", "cpuacct", "cpu", "freezer"}) {
+            if (opts.find(std::string(",") + c + ",") == std::string::npos) continue;
+            for (const auto& [controllers, path] : own) {
+                if (("," + controllers + ",").find(std::string(",") + c + ",") == std::string::npos)
+                    continue;
+                const auto dir = stdfs::path(f[4]) / stdfs::path(path).relative_path() / subtree;
+                if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
+            }
+        }
+    }
+    return dirs;
+}
+
+std::string unique_subtree() {
+    static int counter = 0;
+    return "sbx-test-cg-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+}
+
+int wait_status(pid_t pid) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return status;
+}
+
+// A forked child that waits for release() before running its body, so the parent can
+// attach it to a cgroup before it does anything. Killed and reaped on destruction if the
+// test did not reap it (a failed CHECK must not leave it behind).
+class Child {
+  public:
+    template <typename F>
+    explicit Child(F body) {
+        int fds[2];
+        REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+        pid_ = ::fork();
+        REQUIRE(pid_ >= 0);
+        if (pid_ == 0) {
+            ::close(fds[1]);
+            char c;
+            if (::read(fds[0], &c, 1) != 1) ::_exit(99);
+            ::close(fds[0]);
+            ::_exit(body());
+        }
+        ::close(fds[0]);
+        release_fd_ = fds[1];
+    }
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+    ~Child() {
+        if (release_fd_ >= 0) ::close(release_fd_);
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            wait_status(pid_);
+        }
+    }
+
+    pid_t pid() const { return pid_; }
+    void release() {
+        REQUIRE(::write(release_fd_, "x", 1) == 1);
+        ::close(release_fd_);
+        release_fd_ = -1;
+    }
+    int wait() {
+        const int status = wait_status(pid_);
+        pid_ = -1;
+        return status;
+    }
+
+  private:
+    pid_t pid_ = -1;
+    int release_fd_ = -1;
+};
+
+bool killed_by_sigkill(int status) {
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+}
+
+double thread_cpu_ms() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+struct TestBackend {
+    std::string subtree = unique_subtree();
+    std::unique_ptr<cg::Backend> backend = cg::detect_backend({.subtree = subtree});
+};
+
+// Becomes the reaper of orphaned grandchildren for as long as it lives, so a test can
+// reap the processes its children started.
+struct Subreaper {
+    Subreaper() { REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0); }
+    ~Subreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, 0); }
+};
+
+}  // namespace
+
+TEST_CASE("cgroup detect_backend picks the backend this host supports") {
+    const std::string subtree = unique_subtree();
+    {
+        auto backend = cg::detect_backend({.subtree = subtree});
+        REQUIRE(backend);
+        CHECK(backend->name() == (host_is_v2() ? "v2" : "v1"));
+        for (const auto& dir : subtree_dirs(subtree)) CHECK(stdfs::is_directory(dir));
+    }
+    // An idle backend takes its subtree with it.
+    for (const auto& dir : subtree_dirs(subtree)) CHECK_FALSE(stdfs::exists(dir));
+
+    CHECK_THROWS_AS(cg::detect_backend({.subtree = subtree, .force = "v3"}), isolate::SetupError);
+    CHECK_THROWS_AS(cg::detect_backend({.subtree = "a/b"}), isolate::SetupError);
+    if (!host_is_v2()) {
+        // The hybrid host's cgroup2 mount offers no memory or pids controller.
+        CHECK_THROWS_WITH_AS(
+            cg::detect_backend(
+                {.subtree = subtree, .cgroup_root = "/sys/fs/cgroup/unified", .force = "v2"}),
+            doctest::Contains("memory and pids are needed"), isolate::SetupError);
+        auto v1 = cg::detect_backend({.subtree = subtree, .force = "v1"});
+        CHECK(v1->name() == "v1");
+    }
+}
+
+TEST_CASE("cgroup create applies the limits and destroy leaves no directory behind") {
+    TestBackend t;
+    const auto subtrees = subtree_dirs(t.subtree);
+    REQUIRE_FALSE(subtrees.empty());
+    {
+        auto run =
+            t.backend->create("run-a", {.memory_bytes = 64 * kMiB, .max_tasks = 16, .cpus = 0.5});
+        for (const auto& dir : subtrees) {
+            const auto d = dir / "run-a";
+            CHECK(stdfs::is_directory(d));
+            if (stdfs::exists(d / "memory.limit_in_bytes")) {
+                CHECK(first_line(d / "memory.limit_in_bytes") == std::to_string(64 * kMiB));
+                if (stdfs::exists(d / "memory.memsw.limit_in_bytes"))
+                    CHECK(first_line(d / "memory.memsw.limit_in_bytes") ==
+                          std::to_string(64 * kMiB));
+            }
+            if (stdfs::exists(d / "memory.max"))
+                CHECK(first_line(d / "memory.max") == std::to_string(64 * kMiB));
+            if (stdfs::exists(d / "pids.max")) CHECK(first_line(d / "pids.max") == "16");
+            if (stdfs::exists(d / "cpu.cfs_quota_us")) {
+                CHECK(first_line(d / "cpu.cfs_quota_us") == "50000");
+                CHECK(first_line(d / "cpu.cfs_period_us") == "100000");
+            }
+            if (stdfs::exists(d / "cpu.max")) CHECK(first_line(d / "cpu.max") == "50000 100000");
+        }
+        if (t.backend->name() == "v2") {
+            CHECK(run->clone_into_fd() >= 0);
+        } else {
+            CHECK(run->clone_into_fd() == -1);
+        }
+    }
+    for (const auto& dir : subtrees) {
+        CHECK_FALSE(stdfs::exists(dir / "run-a"));
+        CHECK(stdfs::is_directory(dir));
+    }
+
+    SUBCASE("a limit the kernel refuses throws, naming the file, and leaves nothing behind") {
+        // pids.max accepts at most PID_MAX_LIMIT.
+        CHECK_THROWS_WITH_AS(t.backend->create("run-b", {.max_tasks = 100'000'000}),
+                             doctest::Contains("pids.max"), isolate::SetupError);
+        for (const auto& dir : subtrees) CHECK_FALSE(stdfs::exists(dir / "run-b"));
+    }
+    SUBCASE("a run name that is not one path component is refused") {
+        CHECK_THROWS_AS(t.backend->create("../x", {}), isolate::SetupError);
+        CHECK_THROWS_AS(t.backend->create("", {}), isolate::SetupError);
+    }
+    SUBCASE("an existing directory of the same name is replaced") {
+        for (const auto& dir : subtrees) stdfs::create_directory(dir / "run-c");
+        auto run = t.backend->create("run-c", {.max_tasks = 7});
+        for (const auto& dir : subtrees)
+            if (stdfs::exists(dir / "run-c" / "pids.max"))
+                CHECK(first_line(dir / "run-c" / "pids.max") == "7");
+    }
+}
+
+TEST_CASE("cgroup cpu_usage_ns of a 200 ms spin is between 150 and 400 ms") {
+    TestBackend t;
+    auto run = t.backend->create("spin", {.memory_bytes = 256 * kMiB, .max_tasks = 8});
+    CHECK(run->cpu_usage_ns() == 0);
+    Child child([] {
+        const double start = thread_cpu_ms();
+        volatile std::uint64_t sink = 0;
+        while (thread_cpu_ms() - start < 200) sink = sink + 1;
+        return 0;
+    });
+    run->attach(child.pid());
+    child.release();
+    const int status = child.wait();
+    CHECK(WIFEXITED(status));
+    const auto ns = run->cpu_usage_ns();
+    CHECK(ns >= 150'000'000);
+    CHECK(ns <= 400'000'000);
+    const auto usage = run->usage();
+    CHECK(usage.cpu_ns >= ns);
+    CHECK(usage.oom_kills == 0);
+}
+
+TEST_CASE("cgroup 64 MiB touched under a 32 MiB limit is OOM-killed and counted") {
+    TestBackend t;
+    auto run = t.backend->create("oom", {.memory_bytes = 32 * kMiB, .max_tasks = 8});
+    Child child([] {
+        const std::size_t size = 64 * kMiB;
+        void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return 2;
+        std::memset(p, 1, size);
+        return 0;
+    });
+    run->attach(child.pid());
+    child.release();
+    CHECK(killed_by_sigkill(child.wait()));
+    const auto usage = run->usage();
+    CHECK(usage.oom_kills >= 1);
+    CHECK(usage.memory_peak_bytes >= 16 * kMiB);
+    CHECK(usage.memory_peak_bytes <= 33 * kMiB);
+}
+
+TEST_CASE("cgroup memory peak of a 16 MiB touch under a 64 MiB limit is reported") {
+    TestBackend t;
+    auto run = t.backend->create("peak", {.memory_bytes = 64 * kMiB, .max_tasks = 8});
+    Child child([] {
+        const std::size_t size = 16 * kMiB;
+        void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return 2;
+        std::memset(p, 1, size);
+        return 0;
+    });
+    run->attach(child.pid());
+    child.release();
+    const int status = child.wait();
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    const auto usage = run->usage();
+    CHECK(usage.oom_kills == 0);
+    CHECK(usage.memory_peak_bytes >= 16 * kMiB);
+    CHECK(usage.memory_peak_bytes <= 48 * kMiB);
+}
+
+TEST_CASE("cgroup pids limit 5 makes the 6th task's fork fail") {
+    TestBackend t;
+    auto run = t.backend->create("pids", {.memory_bytes = 256 * kMiB, .max_tasks = 5});
+    // The child is task 1; it forks until the kernel says no, then cleans up after itself
+    // and exits with the number of forks that worked (200 + errno if the failure was odd).
+    Child child([] {
+        pid_t kids[16];
+        int n = 0;
+        int err = 0;
+        while (n < 16) {
+            const pid_t pid = ::fork();
+            if (pid == 0) {
+                for (;;) ::pause();
+            }
+            if (pid < 0) {
+                err = errno;
+                break;
+            }
+            kids[n++] = pid;
+        }
+        for (int i = 0; i < n; ++i) {
+            ::kill(kids[i], SIGKILL);
+            ::waitpid(kids[i], nullptr, 0);
+        }
+        return err == EAGAIN ? n : 200 + err;
+    });
+    run->attach(child.pid());
+    child.release();
+    const int status = child.wait();
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 4);
+    if (t.backend->name() == "v2" && run->usage().tasks_peak != 0)
+        CHECK(run->usage().tasks_peak == 5);
+}
+
+TEST_CASE("cgroup kill_all kills a child that sleeps forever, and its children") {
+    TestBackend t;
+    auto run = t.backend->create("kill", {.memory_bytes = 256 * kMiB, .max_tasks = 16});
+    Subreaper subreaper;
+    int report[2];
+    REQUIRE(::pipe2(report, O_CLOEXEC) == 0);
+    Child child([&] {
+        for (int i = 0; i < 3; ++i) {
+            const pid_t pid = ::fork();
+            if (pid == 0) {
+                for (;;) ::pause();
+            }
+            if (pid < 0 || ::write(report[1], &pid, sizeof pid) != sizeof pid) return 1;
+        }
+        ::close(report[1]);
+        for (;;) ::pause();
+    });
+    ::close(report[1]);
+    run->attach(child.pid());
+    child.release();
+    std::vector<pid_t> grandchildren(3);
+    for (auto& pid : grandchildren) REQUIRE(::read(report[0], &pid, sizeof pid) == sizeof pid);
+    ::close(report[0]);
+
+    run->kill_all();
+    run->kill_all();  // harmless when there is nothing left
+    CHECK(killed_by_sigkill(child.wait()));
+    for (pid_t pid : grandchildren) CHECK(killed_by_sigkill(wait_status(pid)));
+    run.reset();
+    for (const auto& dir : subtree_dirs(t.subtree)) CHECK_FALSE(stdfs::exists(dir / "kill"));
+}
+
+TEST_CASE("cgroup destroying a run kills what is still inside") {
+    TestBackend t;
+    auto run = t.backend->create("busy", {.memory_bytes = 256 * kMiB, .max_tasks = 16});
+    Child child([] {
+        for (;;) ::pause();
+        return 0;
+    });
+    run->attach(child.pid());
+    child.release();
+    run.reset();
+    CHECK(killed_by_sigkill(child.wait()));
+    for (const auto& dir : subtree_dirs(t.subtree)) CHECK_FALSE(stdfs::exists(dir / "busy"));
+}
+
+TEST_CASE("cgroup a new backend removes what a crashed one left, processes included") {
+    const std::string subtree = unique_subtree();
+    Subreaper subreaper;
+    int report[2];
+    REQUIRE(::pipe2(report, O_CLOEXEC) == 0);
+    // The "crashed instance": it builds a run cgroup with a sleeper in it and a nested
+    // cgroup with another, then dies without running any destructor.
+    const pid_t crasher = ::fork();
+    REQUIRE(crasher >= 0);
+    if (crasher == 0) {
+        ::close(report[0]);
+        try {
+            auto backend = cg::detect_backend({.subtree = subtree});
+            auto run = backend->create("left-behind", {.memory_bytes = 64 * kMiB, .max_tasks = 8});
+            pid_t sleepers[2];
+            for (pid_t& pid : sleepers) {
+                pid = ::fork();
+                if (pid == 0) {
+                    for (;;) ::pause();
+                }
+                if (pid < 0) ::_exit(1);
+            }
+            run->attach(sleepers[0]);
+            for (const auto& dir : subtree_dirs(subtree)) {
+                stdfs::create_directory(dir / "left-behind" / "nested");
+                std::ofstream(dir / "left-behind" / "nested" / "cgroup.procs")
+                    << sleepers[1] << std::flush;
+            }
+            if (::write(report[1], sleepers, sizeof sleepers) != sizeof sleepers) ::_exit(1);
+            ::raise(SIGKILL);  // here, before backend and run go out of scope
+        } catch (...) {
+        }
+        ::_exit(1);
+    }
+    ::close(report[1]);
+    pid_t sleepers[2] = {-1, -1};
+    const bool reported = ::read(report[0], sleepers, sizeof sleepers) == sizeof sleepers;
+    ::close(report[0]);
+    CHECK(killed_by_sigkill(wait_status(crasher)));
+    REQUIRE(reported);
+    const auto dirs = subtree_dirs(subtree);
+    for (const auto& dir : dirs) {
+        REQUIRE(stdfs::is_directory(dir / "left-behind" / "nested"));
+        CHECK(read_text(dir / "left-behind" / "nested" / "cgroup.procs")
+                  .find(std::to_string(sleepers[1])) != std::string::npos);
+    }
+    CHECK(::kill(sleepers[0], 0) == 0);
+
+    {
+        auto backend = cg::detect_backend({.subtree = subtree});
+        for (const auto& dir : dirs) {
+            CHECK(stdfs::is_directory(dir));
+            CHECK_FALSE(stdfs::exists(dir / "left-behind"));
+        }
+        for (pid_t pid : sleepers) CHECK(killed_by_sigkill(wait_status(pid)));
+    }
+    for (const auto& dir : dirs) CHECK_FALSE(stdfs::exists(dir));
+}
+
+TEST_CASE("cgroup parsers read /proc/self/cgroup and mountinfo lines") {
+    namespace fs = isolate::cgroup::fs;
+    const auto entries = fs::parse_proc_cgroup(
+        "12:cpu,cpuacct:/user.slice\n1:name=systemd:/a:b\n0::/system.slice/x.service\n");
+    REQUIRE(entries.size() == 3);
+    CHECK(entries[0].hierarchy_id == 12);
+    CHECK(entries[0].controllers == std::vector<std::string>{"cpu", "cpuacct"});
+    CHECK(entries[0].path == "/user.slice");
+    CHECK(entries[1].path == "/a:b");
+    CHECK(entries[2].hierarchy_id == 0);
+    CHECK(entries[2].controllers.empty());
+    CHECK(entries[2].path == "/system.slice/x.service");
+
+    const auto mounts = fs::parse_mountinfo(
+        "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:9 - cgroup cgroup "
+        "rw,cpu,cpuacct\n"
+        "40 31 0:37 /docker/ab /mnt/with\\040space rw - cgroup2 cgroup2 rw,nsdelegate\n");
+    REQUIRE(mounts.size() == 2);
+    CHECK(mounts[0].mount_point == "/sys/fs/cgroup/cpu,cpuacct");
+    CHECK(mounts[0].fstype == "cgroup");
+    CHECK(mounts[0].super_options == std::vector<std::string>{"rw", "cpu", "cpuacct"});
+    CHECK(mounts[1].root == "/docker/ab");
+    CHECK(mounts[1].mount_point == "/mnt/with space");
+    CHECK(mounts[1].fstype == "cgroup2");
+
+    CHECK(fs::find_key_u64("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", "oom_kill") == 3u);
+    CHECK(fs::find_key_u64("usage_usec 1500\nuser_usec 1000\n", "usage_usec") == 1500u);
+    CHECK_FALSE(fs::find_key_u64("populated 1\n", "frozen").has_value());
+    CHECK(fs::parse_pids("12\n345\n") == std::vector<pid_t>{12, 345});
+    CHECK(fs::has_word("cpuset cpu io memory pids\n", "cpu"));
+    CHECK_FALSE(fs::has_word("cpuset io memory\n", "cpu"));
+}

@@ -1,0 +1,148 @@
+// One test per limit and verdict. The limits are small so each test ends quickly.
+
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+#include <csignal>
+
+#include "isolate/support.h"
+
+using isolate::Status;
+
+TEST_CASE("a busy loop is stopped at its CPU budget, not much later") {
+    auto spec = test::probe({"spin", "0"});
+    spec.limits.cpu_time_ms = 1000;
+    auto result = test::sandbox().run(spec);
+    CHECK(result.status == Status::time_limit);
+    CHECK(result.cpu_time_ms >= 1000);
+    CHECK(result.cpu_time_ms <= 1100);
+    CHECK(result.signal == SIGKILL);
+}
+
+TEST_CASE("CPU time is summed over threads") {
+    auto spec = test::probe({"spin", "0", "2"});
+    spec.limits.cpu_time_ms = 1000;
+    auto result = test::sandbox().run(spec);
+    CHECK(result.status == Status::time_limit);
+    CHECK(result.cpu_time_ms >= 1000);
+    CHECK(result.cpu_time_ms <= 1100);
+}
+
+TEST_CASE("sleeping past the wall time is wall_time_limit") {
+    auto spec = test::probe({"sleep", "10000"});
+    spec.limits.wall_time_ms = 300;
+    auto result = test::sandbox().run(spec);
+    CHECK(result.status == Status::wall_time_limit);
+    CHECK(result.wall_time_ms >= 300);
+    CHECK(result.wall_time_ms < 1000);
+    CHECK(result.cpu_time_ms < 100);
+}
+
+TEST_CASE("a heap hog is memory_limit") {
+    auto spec = test::probe({"hog", "1024"});
+    spec.limits.memory_bytes = 64 << 20;
+    auto result = test::sandbox().run(spec);
+    CHECK(result.status == Status::memory_limit);
+    CHECK(result.memory_bytes >= 60u << 20);
+    CHECK(result.memory_bytes <= 64u << 20);
+}
+
+TEST_CASE("a fork bomb is contained by max_processes and hurts nothing") {
+    SUBCASE("forks stop at the limit") {
+        auto spec = test::probe({"forkcount"});
+        spec.limits.max_processes = 16;
+        auto result = test::sandbox().run(spec);
+        CHECK(result.status == Status::ok);
+        int forked = -1;
+        REQUIRE(std::sscanf(result.stdout_data.c_str(), "forked %d", &forked) == 1);
+        CHECK(forked >= 1);
+        CHECK(forked < 16);
+    }
+    SUBCASE("an endless bomb ends at the wall time and the host can still fork") {
+        auto spec = test::probe({"forkbomb"});
+        spec.limits.max_processes = 32;
+        spec.limits.wall_time_ms = 1000;
+        auto result = test::sandbox().run(spec);
+        CHECK((result.status == Status::wall_time_limit || result.status == Status::time_limit));
+        pid_t pid = fork();
+        if (pid == 0) _exit(0);
+        REQUIRE(pid > 0);
+        int status = 0;
+        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK(test::processes_of_uid(test::sandbox().config().uid_base + spec.slot).empty());
+    }
+}
+
+TEST_CASE("a thread bomb is contained by max_processes") {
+    auto spec = test::probe({"threadbomb"});
+    spec.limits.max_processes = 20;
+    auto result = test::sandbox().run(spec);
+    CHECK(result.status == Status::ok);
+    int threads = -1;
+    REQUIRE(std::sscanf(result.stdout_data.c_str(), "threads %d", &threads) == 1);
+    CHECK(threads < 20);
+}
+
+TEST_CASE("an output flood is cut at max_output_bytes and keeps what came before") {
+    auto spec = test::probe({"flood"});
+    spec.limits.max_output_bytes = 1 << 20;
+    auto result = test::sandbox().run(spec);
+    CHECK(result.status == Status::output_limit);
+    CHECK(result.stdout_data.size() == 1u << 20);
+    CHECK(result.stdout_data.find_first_not_of('x') == std::string::npos);
+    CHECK(result.stdout_truncated);
+    CHECK(!result.stderr_truncated);
+}
+
+TEST_CASE("output exactly at the limit is fine") {
+    auto spec = test::command({"/bin/sh", "-c", "printf 12345"});
+    spec.limits.max_output_bytes = 5;
+    auto result = test::sandbox().run(spec);
+    CHECK(result.status == Status::ok);
+    CHECK(result.stdout_data == "12345");
+    CHECK(!result.stdout_truncated);
+}
+
+TEST_CASE("a file bigger than max_file_bytes is file_size_limit") {
+    auto spec = test::probe({"bigfile", std::to_string(4 << 20)});
+    spec.limits.max_file_bytes = 1 << 20;
+    auto result = test::sandbox().run(spec);
+    CHECK(result.status == Status::file_size_limit);
+    CHECK(result.signal == SIGXFSZ);
+}
+
+TEST_CASE("filling /tmp stops at the tmpfs size") {
+    auto spec = test::probe({"filltmp"});
+    spec.limits.tmpfs_bytes = 8 << 20;
+    spec.limits.max_file_bytes = 1ull << 30;
+    auto result = test::sandbox().run(spec);
+    CHECK(result.status == Status::ok);
+    long long filled = -1;
+    char error[64] = {};
+    REQUIRE(std::sscanf(result.stdout_data.c_str(), "filled %lld %63s", &filled, error) == 2);
+    CHECK(filled <= 8 << 20);
+    CHECK(filled > 0);
+    CHECK(std::string(error) == "ENOSPC");
+}
+
+TEST_CASE("the cpus cap slows a two-thread loop to one core") {
+    auto spec = test::probe({"spin", "300", "2"});
+    spec.limits.cpus = 1.0;
+    auto result = test::sandbox().run(spec);
+    CHECK(result.status == Status::ok);
+    // 600 ms of CPU at one core takes at least ~600 ms of wall time.
+    CHECK(result.wall_time_ms >= 500);
+}
+
+TEST_CASE("cancel_fd stops a run") {
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    REQUIRE(write(fds[1], "x", 1) == 1);
+    auto spec = test::probe({"sleep", "5000"});
+    spec.cancel_fd = fds[0];
+    auto result = test::sandbox().run(spec);
+    CHECK(result.status == Status::cancelled);
+    close(fds[0]);
+    close(fds[1]);
+}

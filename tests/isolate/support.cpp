@@ -1,0 +1,103 @@
+#include "isolate/support.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+#include "isolate/seccomp.h"
+#include "seccomp_profile.h"
+
+namespace fs = std::filesystem;
+
+namespace test {
+namespace {
+
+// Lives for the whole test binary; removes its directory at exit. Nothing is ever mounted
+// on the host side, so plain removal is safe.
+class HostRootfs {
+  public:
+    HostRootfs() {
+        char tmpl[] = "/var/tmp/sbx-test-rootfs-XXXXXX";
+        if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+        path_ = tmpl;
+        // The sandbox's uid has to traverse it.
+        fs::permissions(path_, fs::perms(0755));
+        for (const char* dir : {"usr", "etc", "proc", "dev", "tmp", "box", "probe"})
+            fs::create_directory(path_ / dir);
+        for (const char* link : {"bin", "lib", "lib64", "sbin"})
+            fs::create_symlink(std::string("usr/") + link, path_ / link);
+        std::ofstream(path_ / "etc/passwd") << "root:x:0:0:root:/root:/bin/sh\n"
+                                               "sandbox:x:1000:1000:sandbox:/box:/bin/sh\n";
+        std::ofstream(path_ / "etc/group") << "root:x:0:\nsandbox:x:1000:\n";
+    }
+    ~HostRootfs() {
+        std::error_code ec;
+        fs::remove_all(path_, ec);
+    }
+    const fs::path& path() const { return path_; }
+
+  private:
+    fs::path path_;
+};
+
+}  // namespace
+
+const std::string& rootfs() {
+    static HostRootfs root;
+    static std::string path = root.path().string();
+    return path;
+}
+
+const std::string& cgroup_subtree() {
+    static std::string name = "sbx-test-" + std::to_string(::getpid());
+    return name;
+}
+
+isolate::Sandbox& sandbox() {
+    static isolate::Sandbox instance = [] {
+        isolate::cgroup::BackendOptions options;
+        options.subtree = cgroup_subtree();
+        return isolate::Sandbox(isolate::SandboxConfig{}, isolate::cgroup::detect_backend(options));
+    }();
+    return instance;
+}
+
+std::shared_ptr<const isolate::SeccompFilter> default_filter() {
+    static auto filter = isolate::SeccompFilter::compile(
+        sandboxd::load_seccomp_profile(fs::path(SBX_SECCOMP_DIR) / "default.json"));
+    return filter;
+}
+
+isolate::RunSpec command(std::vector<std::string> argv) {
+    isolate::RunSpec spec;
+    spec.rootfs = rootfs();
+    spec.binds = {{"/usr", "/usr"}, {SBX_PROBE_DIR, "/probe"}};
+    spec.argv = std::move(argv);
+    spec.env = {"PATH=/usr/bin:/bin", "HOME=/box", "LANG=C.UTF-8"};
+    spec.seccomp = default_filter();
+    spec.limits.wall_time_ms = 10'000;
+    spec.limits.cpu_time_ms = 5'000;
+    return spec;
+}
+
+isolate::RunSpec probe(std::vector<std::string> args) {
+    args.insert(args.begin(), "/probe/sbx-probe");
+    return command(std::move(args));
+}
+
+std::vector<pid_t> processes_of_uid(uid_t uid) {
+    std::vector<pid_t> found;
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+        const std::string name = entry.path().filename().string();
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        struct stat st {};
+        if (::stat(entry.path().c_str(), &st) == 0 && st.st_uid == uid)
+            found.push_back(static_cast<pid_t>(std::stoi(name)));
+    }
+    return found;
+}
+
+}  // namespace test

@@ -1,0 +1,28 @@
+#pragma once
+
+// Shared fixtures for the kernel-level tests: a rootfs made from the host's /usr, one
+// Sandbox for the whole test binary, and helpers to run the probe program inside.
+
+#include <string>
+#include <vector>
+
+#include "isolate/sandbox.h"
+
+namespace test {
+
+// The rootfs directory: /usr, /bin, /lib... from the host, plus /probe with sbx-probe.
+const std::string& rootfs();
+isolate::Sandbox& sandbox();
+std::shared_ptr<const isolate::SeccompFilter> default_filter();
+// The cgroup subtree this test binary uses (unique per process).
+const std::string& cgroup_subtree();
+
+// A spec that runs `sbx-probe args...` with the default profile and roomy limits.
+isolate::RunSpec probe(std::vector<std::string> args);
+// A spec that runs a host program such as /usr/bin/sleep.
+isolate::RunSpec command(std::vector<std::string> argv);
+
+// Every process on the host whose real uid is `uid`.
+std::vector<pid_t> processes_of_uid(uid_t uid);
+
+}  // namespace test

@@ -1,0 +1,340 @@
+// A multi-call test program that runs inside the sandbox and pokes at its walls.
+// Usage: sbx-probe COMMAND [ARGS...]. It prints facts; the tests judge them.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void print_file(const char* path) {
+    FILE* f = fopen(path, "r");
+    if (!f) {
+        printf("%s: %s\n", path, strerrorname_np(errno));
+        return;
+    }
+    char line[512];
+    while (fgets(line, sizeof line, f)) fputs(line, stdout);
+    fclose(f);
+}
+
+static double thread_cpu_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static long spin_ms;
+static void* spin(void* arg) {
+    (void)arg;
+    volatile unsigned long x = 0;
+    while (spin_ms == 0 || thread_cpu_ms() < spin_ms) x++;
+    return NULL;
+}
+
+static void* sleeper(void* arg) {
+    (void)arg;
+    for (;;) pause();
+    return NULL;
+}
+
+struct named_syscall {
+    const char* name;
+    long number;
+};
+
+static const struct named_syscall syscalls[] = {
+    {"mount", SYS_mount},
+    {"umount2", SYS_umount2},
+    {"pivot_root", SYS_pivot_root},
+    {"chroot", SYS_chroot},
+    {"unshare", SYS_unshare},
+    {"setns", SYS_setns},
+    {"clone3", SYS_clone3},
+    {"keyctl", SYS_keyctl},
+    {"add_key", SYS_add_key},
+    {"request_key", SYS_request_key},
+    {"bpf", SYS_bpf},
+    {"perf_event_open", SYS_perf_event_open},
+    {"userfaultfd", SYS_userfaultfd},
+    {"io_uring_setup", SYS_io_uring_setup},
+    {"io_uring_enter", SYS_io_uring_enter},
+    {"io_uring_register", SYS_io_uring_register},
+    {"kexec_load", SYS_kexec_load},
+    {"kexec_file_load", SYS_kexec_file_load},
+    {"init_module", SYS_init_module},
+    {"finit_module", SYS_finit_module},
+    {"delete_module", SYS_delete_module},
+    {"reboot", SYS_reboot},
+    {"swapon", SYS_swapon},
+    {"swapoff", SYS_swapoff},
+    {"acct", SYS_acct},
+    {"quotactl", SYS_quotactl},
+    {"syslog", SYS_syslog},
+    {"settimeofday", SYS_settimeofday},
+    {"clock_settime", SYS_clock_settime},
+    {"adjtimex", SYS_adjtimex},
+    {"clock_adjtime", SYS_clock_adjtime},
+    {"open_by_handle_at", SYS_open_by_handle_at},
+    {"name_to_handle_at", SYS_name_to_handle_at},
+    {"ptrace", SYS_ptrace},
+    {"getpid", SYS_getpid},
+};
+
+static int run_syscall(const char* name) {
+    for (size_t i = 0; i < sizeof syscalls / sizeof syscalls[0]; ++i) {
+        if (strcmp(syscalls[i].name, name) == 0) {
+            errno = 0;
+            long r = syscall(syscalls[i].number, 0, 0, 0, 0, 0, 0);
+            printf("%s returned %ld errno %s\n", name, r, r < 0 ? strerrorname_np(errno) : "0");
+            return 0;
+        }
+    }
+    printf("unknown syscall %s\n", name);
+    return 2;
+}
+
+int main(int argc, char** argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: sbx-probe COMMAND [ARGS...]\n");
+        return 2;
+    }
+    const char* cmd = argv[1];
+    const char* arg = argc > 2 ? argv[2] : "";
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    if (!strcmp(cmd, "hello")) {
+        puts("hello");
+    } else if (!strcmp(cmd, "exit")) {
+        return atoi(arg);
+    } else if (!strcmp(cmd, "segv")) {
+        volatile int* p = NULL;
+        *p = 1;
+    } else if (!strcmp(cmd, "abort")) {
+        abort();
+    } else if (!strcmp(cmd, "stdin-count")) {
+        char buf[65536];
+        unsigned long long total = 0, sum = 0;
+        ssize_t n;
+        while ((n = read(0, buf, sizeof buf)) > 0) {
+            for (ssize_t i = 0; i < n; ++i) sum = sum * 31 + (unsigned char)buf[i];
+            total += (unsigned long long)n;
+        }
+        printf("%llu %llu\n", total, sum);
+    } else if (!strcmp(cmd, "binary")) {
+        fwrite("\xff\xfe\x00\x80ok", 1, 6, stdout);
+    } else if (!strcmp(cmd, "spin")) {
+        spin_ms = atol(arg);
+        int threads = argc > 3 ? atoi(argv[3]) : 1;
+        pthread_t t[64];
+        for (int i = 1; i < threads && i < 64; ++i) pthread_create(&t[i], NULL, spin, NULL);
+        spin(NULL);
+        for (int i = 1; i < threads && i < 64; ++i) pthread_join(t[i], NULL);
+    } else if (!strcmp(cmd, "sleep")) {
+        usleep((useconds_t)atol(arg) * 1000);
+    } else if (!strcmp(cmd, "hog")) {
+        size_t mb = (size_t)atol(arg);
+        for (size_t i = 0; i < mb; ++i) {
+            char* p = malloc(1 << 20);
+            if (!p) {
+                printf("malloc failed after %zu MiB\n", i);
+                return 3;
+            }
+            memset(p, 1, 1 << 20);
+        }
+        printf("touched %zu MiB\n", mb);
+    } else if (!strcmp(cmd, "forkbomb")) {
+        for (;;) fork();
+    } else if (!strcmp(cmd, "forkcount")) {
+        int count = 0;
+        for (;;) {
+            pid_t pid = fork();
+            if (pid == 0) {
+                pause();
+                _exit(0);
+            }
+            if (pid < 0) break;
+            count++;
+        }
+        printf("forked %d\n", count);
+    } else if (!strcmp(cmd, "threadbomb")) {
+        int count = 0;
+        pthread_t t;
+        while (pthread_create(&t, NULL, sleeper, NULL) == 0) count++;
+        printf("threads %d\n", count);
+        fflush(stdout);
+        _exit(0);
+    } else if (!strcmp(cmd, "flood")) {
+        static char buf[65536];
+        memset(buf, 'x', sizeof buf);
+        for (;;)
+            if (write(1, buf, sizeof buf) < 0) return 4;
+    } else if (!strcmp(cmd, "bigfile")) {
+        long bytes = atol(arg);
+        int fd = open("big", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        static char buf[65536];
+        long done = 0;
+        while (done < bytes) {
+            ssize_t n = write(fd, buf, sizeof buf);
+            if (n < 0) {
+                printf("write failed: %s\n", strerrorname_np(errno));
+                return 5;
+            }
+            done += n;
+        }
+        printf("wrote %ld\n", done);
+    } else if (!strcmp(cmd, "filltmp")) {
+        int fd = open("/tmp/fill", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        static char buf[65536];
+        long long done = 0;
+        for (;;) {
+            ssize_t n = write(fd, buf, sizeof buf);
+            if (n <= 0) {
+                printf("filled %lld %s\n", done, strerrorname_np(errno));
+                break;
+            }
+            done += n;
+        }
+    } else if (!strcmp(cmd, "status")) {
+        FILE* f = fopen("/proc/self/status", "r");
+        char line[512];
+        while (f && fgets(line, sizeof line, f))
+            if (!strncmp(line, "Cap", 3) || !strncmp(line, "NoNewPrivs", 10) ||
+                !strncmp(line, "Seccomp:", 8) || !strncmp(line, "Uid", 3) ||
+                !strncmp(line, "Gid", 3) || !strncmp(line, "Groups", 6))
+                fputs(line, stdout);
+    } else if (!strcmp(cmd, "cat")) {
+        print_file(arg);
+    } else if (!strcmp(cmd, "connect")) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(arg))};
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (connect(s, (struct sockaddr*)&addr, sizeof addr) == 0)
+            puts("connected");
+        else
+            printf("connect: %s\n", strerrorname_np(errno));
+    } else if (!strcmp(cmd, "loopback")) {
+        // Talk to ourselves over lo: proves lo is up inside.
+        int l = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in addr = {.sin_family = AF_INET};
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof addr;
+        if (bind(l, (struct sockaddr*)&addr, sizeof addr) || listen(l, 1) ||
+            getsockname(l, (struct sockaddr*)&addr, &len)) {
+            printf("listen: %s\n", strerrorname_np(errno));
+            return 1;
+        }
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        puts(connect(c, (struct sockaddr*)&addr, sizeof addr) == 0 ? "self-connect ok"
+                                                                   : "self-connect failed");
+    } else if (!strcmp(cmd, "stat")) {
+        struct stat st;
+        puts(stat(arg, &st) == 0 ? "exists" : strerrorname_np(errno));
+    } else if (!strcmp(cmd, "create")) {
+        int fd = open(arg, O_WRONLY | O_CREAT, 0644);
+        puts(fd >= 0 ? "created" : strerrorname_np(errno));
+    } else if (!strcmp(cmd, "ls")) {
+        DIR* d = opendir(arg);
+        if (!d) {
+            printf("opendir: %s\n", strerrorname_np(errno));
+            return 1;
+        }
+        struct dirent* e;
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) puts(e->d_name);
+        closedir(d);
+    } else if (!strcmp(cmd, "shmget")) {
+        int id = shmget((key_t)atoi(arg), 0, 0);
+        puts(id >= 0 ? "found" : strerrorname_np(errno));
+    } else if (!strcmp(cmd, "syscall")) {
+        return run_syscall(arg);
+    } else if (!strcmp(cmd, "x32")) {
+        errno = 0;
+        long r = syscall(0x40000000L | SYS_getpid);
+        printf("x32 returned %ld errno %s\n", r, r < 0 ? strerrorname_np(errno) : "0");
+    } else if (!strcmp(cmd, "i386")) {
+        long r;
+        __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
+        printf("i386 returned %ld\n", r);
+    } else if (!strcmp(cmd, "tiocsti")) {
+        char c = 'x';
+        long request = TIOCSTI;
+        if (!strcmp(arg, "high")) request |= 0x100000000L;
+        long r = syscall(SYS_ioctl, 0, request, &c);
+        printf("ioctl returned %ld errno %s\n", r, r < 0 ? strerrorname_np(errno) : "0");
+    } else if (!strcmp(cmd, "clone-newuser")) {
+        long r = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+        if (r == 0) _exit(0);
+        printf("clone returned %ld errno %s\n", r, r < 0 ? strerrorname_np(errno) : "0");
+    } else if (!strcmp(cmd, "fork")) {
+        pid_t pid = fork();
+        if (pid == 0) _exit(7);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        printf("child exited %d\n", WEXITSTATUS(status));
+    } else if (!strcmp(cmd, "killall")) {
+        pid_t child = fork();
+        if (child == 0) {
+            pause();
+            _exit(0);
+        }
+        int r = kill(-1, SIGKILL);
+        int status = 0;
+        waitpid(child, &status, 0);
+        printf("kill(-1) returned %d, child %s, still alive\n", r,
+               WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL ? "killed" : "survived");
+    } else if (!strcmp(cmd, "daemon")) {
+        // Double fork and setsid: the classic escape from a parent's process group.
+        if (fork() == 0) {
+            setsid();
+            if (fork() == 0) {
+                execl("/usr/bin/sleep", "sleep", arg[0] ? arg : "1000", (char*)NULL);
+                _exit(1);
+            }
+            _exit(0);
+        }
+        wait(NULL);
+        puts("daemonized");
+    } else if (!strcmp(cmd, "hostname")) {
+        struct utsname u;
+        uname(&u);
+        puts(u.nodename);
+    } else if (!strcmp(cmd, "pid")) {
+        printf("pid %d ppid %d\n", getpid(), getppid());
+    } else if (!strcmp(cmd, "env")) {
+        extern char** environ;
+        for (char** e = environ; *e; ++e) puts(*e);
+    } else if (!strcmp(cmd, "args")) {
+        for (int i = 2; i < argc; ++i) puts(argv[i]);
+    } else if (!strcmp(cmd, "sigpipe")) {
+        struct sigaction sa;
+        sigaction(SIGPIPE, NULL, &sa);
+        puts(sa.sa_handler == SIG_DFL ? "SIGPIPE default" : "SIGPIPE not default");
+    } else if (!strcmp(cmd, "fds")) {
+        DIR* d = opendir("/proc/self/fd");
+        struct dirent* e;
+        while (d && (e = readdir(d)))
+            if (e->d_name[0] != '.') puts(e->d_name);
+    } else {
+        fprintf(stderr, "unknown command %s\n", cmd);
+        return 2;
+    }
+    return 0;
+}
