@@ -142,10 +142,11 @@ TEST_CASE("setup problems fail closed with a precise message") {
         CHECK(result.status == Status::internal_error);
         CHECK(result.message.find("..") != std::string::npos);
     }
-    SUBCASE("a memory limit the cgroup refuses") {
+    SUBCASE("a memory limit too small for the sandbox to start in") {
         auto spec = test::probe({"hello"});
-        spec.limits.memory_bytes = 1;  // below what the kernel accepts for a running process
+        spec.limits.memory_bytes = 1;  // rounded up to one page: nothing can run in that
         auto result = test::sandbox().run(spec);
         CHECK(result.status != Status::ok);
+        CHECK(result.stdout_data.empty());
     }
 }
