@@ -80,8 +80,9 @@ TEST_CASE("500 runs in a row leave no cgroup, mount, process, fd or temp dir beh
     CHECK(failures == 0);
     CHECK(count_entries("/proc/self/fd") == fds);
     CHECK(count_lines("/proc/self/mountinfo") == mounts);
-    CHECK(count_entries("/tmp") == tmp);
-    CHECK(count_entries("/var/tmp") == var_tmp);
+    // Other processes on the machine come and go in /tmp; a per-run leak would add 500.
+    CHECK(count_entries("/tmp") < tmp + 50);
+    CHECK(count_entries("/var/tmp") < var_tmp + 50);
     CHECK(run_cgroups() == cgroups);
     CHECK(cgroups == 0);
     CHECK(test::processes_of_uid(test::sandbox().config().uid_base + 3).empty());
