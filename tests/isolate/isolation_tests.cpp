@@ -277,7 +277,7 @@ TEST_CASE("kill(-1, SIGKILL) inside harms nothing outside") {
         _exit(0);
     }
     REQUIRE(bystander > 0);
-    auto result = test::sandbox().run(test::probe({"killall"}));
+    auto result = test::sandbox().run(test::probe({"kill-minus-one"}));
     CHECK(result.status == Status::ok);
     CHECK(result.stdout_data == "kill(-1) returned 0, child killed, still alive\n");
     CHECK(kill(bystander, 0) == 0);

@@ -289,7 +289,7 @@ int main(int argc, char** argv) {
         int status = 0;
         waitpid(pid, &status, 0);
         printf("child exited %d\n", WEXITSTATUS(status));
-    } else if (!strcmp(cmd, "killall")) {
+    } else if (!strcmp(cmd, "kill-minus-one")) {
         pid_t child = fork();
         if (child == 0) {
             pause();
