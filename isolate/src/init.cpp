@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -104,6 +105,16 @@ void die_reporting(const ChildPlan& plan, const ChildFailure& failure) noexcept 
     ::_exit(126);
 }
 
+namespace {
+
+// The supervisor's end of the control socket closes when its process dies.
+bool supervisor_gone(int control_fd) noexcept {
+    pollfd fd{control_fd, 0, 0};
+    return ::poll(&fd, 1, 0) != 0 && (fd.revents & (POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+}  // namespace
+
 void run_init(const ChildPlan& plan) noexcept {
     // If the supervisor's thread dies, so does the whole sandbox (pid 1 takes it down).
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) ::_exit(125);
@@ -117,9 +128,13 @@ void run_init(const ChildPlan& plan) noexcept {
         fail(failure, ChildStep::cgroup_namespace);
         die_reporting(plan, failure);
     }
-    if (!mount_host_parts(plan, failure) || !switch_user(plan, failure) ||
-        !mount_sandbox_parts(plan, failure))
+    if (!mount_host_parts(plan, failure) || !switch_user(plan, failure))
         die_reporting(plan, failure);
+    // Changing credentials cleared the parent-death signal (prctl(2)): arm it again, then make
+    // sure the supervisor did not die in the gap, when nothing would have told us.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || supervisor_gone(plan.control_fd))
+        ::_exit(125);
+    if (!mount_sandbox_parts(plan, failure)) die_reporting(plan, failure);
 
     int workdir_fd =
         ::open(plan.workdir_inside.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
