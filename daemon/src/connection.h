@@ -1,0 +1,84 @@
+#pragma once
+
+// One client connection: newline-framed requests in, one response line per request out,
+// in completion order (pipelined requests may be answered out of order). Everything here runs
+// on the connection's strand; slot threads only post completed answers to it.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "protocol.h"
+#include "scheduler.h"
+
+namespace sandboxd {
+
+struct DaemonServices;
+class Server;
+
+struct PeerCredentials {
+    pid_t pid = 0;
+    uid_t uid = static_cast<uid_t>(-1);
+    gid_t gid = static_cast<gid_t>(-1);
+};
+
+class Connection : public std::enable_shared_from_this<Connection> {
+  public:
+    Connection(boost::asio::local::stream_protocol::socket socket, Server& server,
+               DaemonServices& services);
+
+    void start();
+    boost::asio::any_io_executor executor() { return socket_.get_executor(); }
+    // Stops reading and closes once every answer so far is written (shutdown).
+    void close_when_flushed();
+
+  private:
+    using Clock = std::chrono::steady_clock;
+
+    void read_more();
+    void on_read(std::size_t bytes);
+    void on_end_of_input();
+    void handle_line(std::string_view line);
+    void handle_execute(protocol::RequestId id, protocol::ExecuteRequest request,
+                        Clock::time_point received);
+    void send(std::string line);
+    void send_error(const protocol::Error& error, std::string_view op);
+    void write_next();
+    // The client is gone: drop its queued work, kill its running sandboxes, close.
+    void abandon(std::string_view why);
+    void close();
+    bool peer_hung_up();
+    void watch_for_hang_up();
+    bool peer_allowed() const;
+    std::string id_text(const protocol::RequestId& id) const;
+
+    boost::asio::local::stream_protocol::socket socket_;
+    boost::asio::steady_timer hang_up_timer_;
+    Server& server_;
+    DaemonServices& services_;
+    PeerCredentials peer_;
+
+    std::string input_;
+    std::size_t scanned_ = 0;  // input_[0, scanned_) holds no '\n'
+    std::unique_ptr<char[]> chunk_;
+    bool reading_ = false;
+    bool input_ended_ = false;
+    bool close_after_flush_ = false;
+    bool closed_ = false;
+
+    std::deque<std::string> outbox_;
+    std::size_t outbox_bytes_ = 0;
+    bool writing_ = false;
+
+    std::uint64_t next_ticket_ = 0;
+    std::map<std::uint64_t, std::shared_ptr<CancelToken>> in_flight_;
+};
+
+}  // namespace sandboxd
