@@ -1,0 +1,341 @@
+#include "harness.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace fs = std::filesystem;
+
+namespace test {
+namespace {
+
+std::atomic<unsigned> daemon_counter{0};
+
+fs::path make_temp_dir(const char* prefix) {
+    std::string pattern = std::string("/var/tmp/") + prefix + "-XXXXXX";
+    if (!::mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
+    // Unprivileged peers (the allowlist test) must reach the socket inside.
+    ::chmod(pattern.c_str(), 0755);
+    return pattern;
+}
+
+// Removed when the test binary exits.
+struct TempDir {
+    fs::path path;
+    explicit TempDir(const char* prefix) : path(make_temp_dir(prefix)) {}
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+};
+
+bool can_connect(const fs::path& socket) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, socket.c_str(), sizeof address.sun_path - 1);
+    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+    ::close(fd);
+    return ok;
+}
+
+// Our cgroup in the v1 hierarchy of `controller`, or in cgroup2 when `controller` is empty.
+std::string own_cgroup(const std::string& controller) {
+    std::ifstream in("/proc/self/cgroup");
+    for (std::string line; std::getline(in, line);) {
+        auto first = line.find(':'), second = line.find(':', first + 1);
+        std::string controllers = line.substr(first + 1, second - first - 1);
+        bool match = controller.empty() ? controllers.empty()
+                                        : ("," + controllers + ",").find("," + controller + ",") !=
+                                              std::string::npos;
+        if (match) return line.substr(second + 1);
+    }
+    return "";
+}
+
+}  // namespace
+
+const fs::path& host_languages() {
+    static TempDir dir("sbx-daemon-langs");
+    static bool made = [] {
+        Completed made = run_program(
+            {std::string(SBX_SOURCE_DIR) + "/scripts/make-host-languages", dir.path.string()});
+        if (made.status != 0)
+            throw std::runtime_error("make-host-languages failed: " + made.output);
+        return true;
+    }();
+    (void)made;
+    return dir.path;
+}
+
+Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
+    static TempDir root("sbx-daemon-test");
+    unsigned n = daemon_counter.fetch_add(1);
+    dir_ = root.path / ("d" + std::to_string(n));
+    fs::create_directories(dir_);
+    ::chmod(dir_.c_str(), 0755);
+    socket_ = dir_ / "sandboxd.sock";
+    log_file_ = dir_ / "daemon.log";
+    config_file_ = dir_ / "config.json";
+    subtree_ = "sbx-dtest-" + std::to_string(::getpid()) + "-" + std::to_string(n);
+    // Far from the isolate tests' 1,000,000 and distinct per daemon, so a test that counts a
+    // daemon's sandbox processes by uid sees only that daemon's.
+    uid_base_ = 2'000'000 + static_cast<uid_t>((::getpid() % 1000) * 4096 + n * 64);
+    std::ofstream(config_file_) << options_.config.dump(2);
+    start();
+}
+
+Daemon::~Daemon() {
+    if (pid_ > 0) {
+        ::kill(pid_, SIGTERM);
+        if (!wait_exit(10s)) {
+            ::kill(pid_, SIGKILL);
+            wait_exit(10s);
+        }
+    }
+}
+
+void Daemon::start() {
+    std::vector<std::string> args = {
+        SBX_SANDBOXD_BIN,
+        "--config",
+        config_file_.string(),
+        "--socket",
+        socket_.string(),
+        "--slots",
+        std::to_string(options_.slots),
+        "--queue-size",
+        std::to_string(options_.queue_size),
+        "--cgroup-subtree",
+        subtree_,
+        "--uid-base",
+        std::to_string(uid_base_),
+        "--shutdown-grace-ms",
+        std::to_string(options_.shutdown_grace_ms),
+        "--seccomp-dir",
+        std::string(SBX_SOURCE_DIR) + "/seccomp-profiles",
+        "--language-dir",
+        options_.with_languages ? host_languages().string() : (dir_ / "no-languages").string()};
+    args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
+    std::vector<char*> argv;
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+
+    int log_fd = ::open(log_file_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log_fd < 0) throw std::runtime_error("cannot open the daemon log");
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, log_fd, 2);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    // The daemon must not think it runs under systemd because the test runner does.
+    std::vector<char*> env;
+    for (char** e = environ; *e; ++e)
+        if (std::strncmp(*e, "JOURNAL_STREAM=", 15) != 0 &&
+            std::strncmp(*e, "NOTIFY_SOCKET=", 14) != 0)
+            env.push_back(*e);
+    env.push_back(nullptr);
+    int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), env.data());
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(log_fd);
+    if (rc != 0) throw std::runtime_error("cannot start sandboxd");
+    bool ready = eventually(
+        [&] {
+            int status;
+            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+                pid_ = -1;
+                throw std::runtime_error("sandboxd exited at start-up:\n" + log());
+            }
+            return can_connect(socket_);
+        },
+        20s);
+    if (!ready) throw std::runtime_error("sandboxd did not start listening:\n" + log());
+}
+
+std::string Daemon::log() const {
+    std::ifstream in(log_file_);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+void Daemon::signal(int signal) {
+    if (pid_ > 0) ::kill(pid_, signal);
+}
+
+std::optional<int> Daemon::wait_exit(std::chrono::milliseconds timeout) {
+    if (pid_ <= 0) return std::nullopt;
+    std::optional<int> result;
+    eventually(
+        [&] {
+            int status;
+            if (::waitpid(pid_, &status, WNOHANG) != pid_) return false;
+            result = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+            return true;
+        },
+        timeout);
+    if (result) pid_ = -1;
+    return result;
+}
+
+Client::Client(const fs::path& socket) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, socket.c_str(), sizeof address.sun_path - 1);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+        ::close(fd_);
+        throw std::runtime_error("cannot connect to " + socket.string() + ": " +
+                                 std::strerror(errno));
+    }
+}
+
+Client::~Client() {
+    close();
+}
+
+void Client::close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+}
+
+void Client::send_raw(const std::string& bytes) {
+    std::size_t sent = 0;
+    while (sent < bytes.size()) {
+        ssize_t n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+        if (n <= 0) throw std::runtime_error(std::string("send failed: ") + std::strerror(errno));
+        sent += static_cast<std::size_t>(n);
+    }
+}
+
+std::optional<Json> Client::read(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        auto newline = buffer_.find('\n');
+        if (newline != std::string::npos) {
+            std::string line = buffer_.substr(0, newline);
+            buffer_.erase(0, newline + 1);
+            return Json::parse(line);
+        }
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return std::nullopt;
+        pollfd fd{fd_, POLLIN, 0};
+        if (::poll(&fd, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
+        char chunk[65536];
+        ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+        if (n <= 0) return std::nullopt;
+        buffer_.append(chunk, static_cast<std::size_t>(n));
+    }
+}
+
+Json Client::call(const Json& request, std::chrono::milliseconds timeout) {
+    send(request);
+    auto response = read(timeout);
+    if (!response) throw std::runtime_error("no response to " + request.dump().substr(0, 200));
+    return *response;
+}
+
+bool Client::closed_by_peer(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        pollfd fd{fd_, POLLIN, 0};
+        if (::poll(&fd, 1, 50) <= 0) continue;
+        char chunk[65536];
+        ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+        if (n == 0) return true;
+        if (n < 0) return errno == ECONNRESET;
+    }
+    return false;
+}
+
+Json execute(const std::string& language, const std::string& code, Json extra) {
+    Json request = {{"op", "execute"}, {"language", language}, {"code", code}};
+    for (auto& [key, value] : extra.items()) request[key] = value;
+    return request;
+}
+
+std::vector<pid_t> processes_of_uids(uid_t first, unsigned count) {
+    std::vector<pid_t> found;
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+        const std::string name = entry.path().filename().string();
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        struct stat st {};
+        if (::stat(entry.path().c_str(), &st) == 0 && st.st_uid >= first &&
+            st.st_uid < first + count)
+            found.push_back(static_cast<pid_t>(std::stoi(name)));
+    }
+    return found;
+}
+
+std::vector<fs::path> cgroup_leftovers(const std::string& subtree) {
+    std::vector<fs::path> left;
+    auto check = [&](const fs::path& base) {
+        std::error_code ec;
+        if (fs::exists(base / subtree, ec)) {
+            left.push_back(base / subtree);
+            for (const auto& entry : fs::recursive_directory_iterator(base / subtree, ec))
+                if (entry.is_directory()) left.push_back(entry.path());
+        }
+    };
+    for (const char* controller : {"memory", "pids", "cpuacct", "freezer", "cpu"}) {
+        fs::path hierarchy = fs::path("/sys/fs/cgroup") / controller;
+        if (fs::exists(hierarchy / "cgroup.procs"))
+            check(hierarchy.string() + own_cgroup(controller));
+    }
+    if (fs::exists("/sys/fs/cgroup/cgroup.controllers"))
+        check(fs::path("/sys/fs/cgroup").string() + own_cgroup(""));
+    return left;
+}
+
+Completed run_program(std::vector<std::string> args, const std::string& stdin_data) {
+    std::vector<char*> argv;
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    int in[2], out[2];
+    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0)
+        throw std::runtime_error("pipe failed");
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, in[0], 0);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+    pid_t pid;
+    int rc = ::posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(in[0]);
+    ::close(out[1]);
+    if (rc != 0) throw std::runtime_error("cannot run " + args[0]);
+    std::thread feeder([&] {
+        std::size_t sent = 0;
+        while (sent < stdin_data.size()) {
+            ssize_t n = ::write(in[1], stdin_data.data() + sent, stdin_data.size() - sent);
+            if (n <= 0) break;
+            sent += static_cast<std::size_t>(n);
+        }
+        ::close(in[1]);
+    });
+    Completed done;
+    char chunk[4096];
+    for (ssize_t n; (n = ::read(out[0], chunk, sizeof chunk)) > 0;) done.output.append(chunk, n);
+    ::close(out[0]);
+    feeder.join();
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    done.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return done;
+}
+
+}  // namespace test

@@ -1,0 +1,115 @@
+#pragma once
+
+// The real daemon, started as a process on a temporary socket, and a line-oriented client
+// that talks to it over that socket. Nothing is mocked: runs go through real namespaces,
+// cgroups and seccomp on the host-derived languages of rootfs/host/.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace test {
+
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+// DIR/<name>/{language.json,manifest.json,root} for python, bash and c; made once per binary.
+const std::filesystem::path& host_languages();
+
+struct DaemonOptions {
+    unsigned slots = 2;
+    unsigned queue_size = 256;
+    std::uint64_t shutdown_grace_ms = 3000;
+    Json config = Json::object();  // written to a --config file (keys of docs/configuration.md)
+    std::vector<std::string> extra_args;
+    bool with_languages = true;
+};
+
+class Daemon {
+  public:
+    explicit Daemon(DaemonOptions options = {});
+    ~Daemon();  // SIGTERM, then SIGKILL if it has not exited within 10 s
+    Daemon(const Daemon&) = delete;
+    Daemon& operator=(const Daemon&) = delete;
+
+    const std::filesystem::path& socket() const { return socket_; }
+    pid_t pid() const { return pid_; }
+    uid_t uid_base() const { return uid_base_; }
+    const std::string& cgroup_subtree() const { return subtree_; }
+    const std::filesystem::path& directory() const { return dir_; }
+    // Everything the daemon wrote on stderr so far.
+    std::string log() const;
+
+    // Starts it (again, after kill_hard: the restart case) with the same socket and subtree.
+    void start();
+    void signal(int signal);
+    // Waits for the process to exit; its exit status (or -signal), nullopt on timeout.
+    std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+
+  private:
+    DaemonOptions options_;
+    std::filesystem::path dir_, socket_, log_file_, config_file_;
+    std::string subtree_;
+    uid_t uid_base_;
+    pid_t pid_ = -1;
+};
+
+class Client {
+  public:
+    explicit Client(const std::filesystem::path& socket);
+    ~Client();
+    Client(const Client&) = delete;
+    Client& operator=(const Client&) = delete;
+
+    void send_raw(const std::string& bytes);
+    void send(const Json& request) { send_raw(request.dump() + "\n"); }
+    // The next response line, parsed; nullopt on EOF or timeout.
+    std::optional<Json> read(std::chrono::milliseconds timeout = 60s);
+    // Sends one request and reads one response.
+    Json call(const Json& request, std::chrono::milliseconds timeout = 60s);
+    // True when the daemon closed the connection (EOF) within `timeout`.
+    bool closed_by_peer(std::chrono::milliseconds timeout = 10s);
+    void close();
+    int fd() const { return fd_; }
+
+  private:
+    int fd_ = -1;
+    std::string buffer_;
+};
+
+// {"op":"execute","language":L,"code":C, ...extra}
+Json execute(const std::string& language, const std::string& code, Json extra = Json::object());
+
+// Host processes whose real uid is in [first, first + count).
+std::vector<pid_t> processes_of_uids(uid_t first, unsigned count);
+
+// Directories below our own cgroup named `subtree` in every v1 hierarchy or in cgroup2,
+// including the subtree itself; empty when nothing is left.
+std::vector<std::filesystem::path> cgroup_leftovers(const std::string& subtree);
+
+// Runs argv to completion; stdout and stderr together, and the exit status.
+struct Completed {
+    int status = -1;
+    std::string output;
+};
+Completed run_program(std::vector<std::string> argv, const std::string& stdin_data = "");
+
+// Polls `condition` every 20 ms until it is true or `timeout` passes.
+template <typename Condition>
+bool eventually(Condition condition, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (condition()) return true;
+        std::this_thread::sleep_for(20ms);
+    }
+    return condition();
+}
+
+}  // namespace test

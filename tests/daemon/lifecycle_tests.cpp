@@ -1,0 +1,282 @@
+// The daemon as an operator sees it: disconnects, SIGTERM, SIGKILL and restart, socket access,
+// logs, configuration errors, and sandboxctl talking to it.
+
+#include <doctest/doctest.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <set>
+
+#include "harness.h"
+
+using namespace test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Waits until one of the daemon's sandboxes has a process on the host.
+bool sandbox_running(const Daemon& daemon) {
+    return eventually([&] { return !processes_of_uids(daemon.uid_base(), 64).empty(); }, 20s);
+}
+
+bool no_sandbox_left(const Daemon& daemon) {
+    return eventually([&] { return processes_of_uids(daemon.uid_base(), 64).empty(); }, 10s);
+}
+
+std::string sandboxctl() {
+    return fs::path(SBX_SANDBOXD_BIN).parent_path() / "sandboxctl";
+}
+
+}  // namespace
+
+TEST_CASE("a client that disconnects mid-run has its sandbox killed and its queue dropped") {
+    DaemonOptions options;
+    options.slots = 1;
+    Daemon daemon(options);
+    {
+        Client client(daemon.socket());
+        std::string batch;
+        for (int i = 0; i < 3; ++i)
+            batch += execute("bash", "sleep 30", {{"id", i}, {"limits", {{"wall_time_ms", 60000}}}})
+                         .dump() +
+                     "\n";
+        client.send_raw(batch);
+        REQUIRE(sandbox_running(daemon));
+        Client watcher(daemon.socket());
+        CHECK(watcher.call({{"op", "stats"}})["queued"] == 2);
+    }
+    CHECK(no_sandbox_left(daemon));
+    Client watcher(daemon.socket());
+    CHECK(eventually(
+        [&] {
+            Json stats = watcher.call({{"op", "stats"}});
+            return stats["running"] == 0 && stats["queued"] == 0;
+        },
+        10s));
+    CHECK(daemon.log().find("event=disconnect") != std::string::npos);
+}
+
+TEST_CASE("a client that half-closes still gets its answer") {
+    Daemon daemon;
+    Client client(daemon.socket());
+    client.send(execute("bash", "sleep 0.3; echo done", {{"id", "half"}}));
+    ::shutdown(client.fd(), SHUT_WR);
+    auto response = client.read(20s);
+    REQUIRE(response);
+    CHECK((*response)["run"]["stdout"] == "done\n");
+}
+
+TEST_CASE("SIGTERM: queued requests get shutting_down, running ones finish, exit 0, nothing left") {
+    DaemonOptions options;
+    options.slots = 1;
+    options.shutdown_grace_ms = 5000;
+    Daemon daemon(options);
+    Client client(daemon.socket());
+    client.send(execute("bash", "sleep 1; echo finished", {{"id", "running"}}));
+    REQUIRE(sandbox_running(daemon));
+    client.send(execute("bash", "echo never", {{"id", "queued-1"}}));
+    client.send(execute("bash", "echo never", {{"id", "queued-2"}}));
+    Client watcher(daemon.socket());
+    REQUIRE(eventually([&] { return watcher.call({{"op", "stats"}})["queued"] == 2; }, 10s));
+
+    auto started = std::chrono::steady_clock::now();
+    daemon.signal(SIGTERM);
+    std::map<std::string, Json> answers;
+    for (int i = 0; i < 3; ++i) {
+        auto response = client.read(20s);
+        REQUIRE(response);
+        answers[(*response)["id"]] = *response;
+    }
+    CHECK(answers["queued-1"]["error"]["code"] == "shutting_down");
+    CHECK(answers["queued-2"]["error"]["code"] == "shutting_down");
+    CHECK(answers["running"]["run"]["stdout"] == "finished\n");
+    auto status = daemon.wait_exit(10s);
+    REQUIRE(status);
+    CHECK(*status == 0);
+    CHECK(std::chrono::steady_clock::now() - started < 10s);
+    CHECK_FALSE(fs::exists(daemon.socket()));
+    CHECK(cgroup_leftovers(daemon.cgroup_subtree()).empty());
+    CHECK(no_sandbox_left(daemon));
+}
+
+TEST_CASE("SIGTERM kills sandboxes that outlast the grace period") {
+    DaemonOptions options;
+    options.shutdown_grace_ms = 200;
+    Daemon daemon(options);
+    Client client(daemon.socket());
+    client.send(
+        execute("bash", "sleep 60", {{"id", "long"}, {"limits", {{"wall_time_ms", 60000}}}}));
+    REQUIRE(sandbox_running(daemon));
+    daemon.signal(SIGTERM);
+    auto status = daemon.wait_exit(10s);
+    REQUIRE(status);
+    CHECK(*status == 0);
+    CHECK(no_sandbox_left(daemon));
+    CHECK(cgroup_leftovers(daemon.cgroup_subtree()).empty());
+}
+
+TEST_CASE("SIGKILL of the daemon: its sandboxes die, and a restart leaves nothing stale") {
+    Daemon daemon;
+    {
+        Client client(daemon.socket());
+        client.send(
+            execute("bash", "setsid sleep 60 & sleep 60", {{"limits", {{"wall_time_ms", 60000}}}}));
+        REQUIRE(sandbox_running(daemon));
+        daemon.signal(SIGKILL);
+        REQUIRE(daemon.wait_exit(10s) == -SIGKILL);
+        CHECK(no_sandbox_left(daemon));
+        CHECK(client.closed_by_peer());
+    }
+    // The socket file and the run's cgroup outlive a SIGKILL; the next start removes both.
+    CHECK(fs::exists(daemon.socket()));
+    daemon.start();
+    Client client(daemon.socket());
+    CHECK(client.call(execute("bash", "echo back"))["run"]["stdout"] == "back\n");
+    for (const auto& dir : cgroup_leftovers(daemon.cgroup_subtree()))
+        CHECK_MESSAGE(dir.filename().string().rfind("run-", 0) != 0, "stale cgroup " << dir);
+}
+
+TEST_CASE("a second daemon on a live socket refuses to start and leaves it alone") {
+    Daemon daemon;
+    auto second = run_program({SBX_SANDBOXD_BIN, "--socket", daemon.socket().string(),
+                               "--cgroup-subtree", daemon.cgroup_subtree() + "-second",
+                               "--language-dir", host_languages().string()});
+    CHECK(second.status == 1);
+    CHECK(second.output.find("already listening") != std::string::npos);
+    Client client(daemon.socket());
+    CHECK(client.call({{"op", "ping"}})["ok"] == true);
+}
+
+TEST_CASE("the socket is mode 0660; the peer's credentials are logged with each request") {
+    Daemon daemon;
+    struct stat st {};
+    REQUIRE(::stat(daemon.socket().c_str(), &st) == 0);
+    CHECK(S_ISSOCK(st.st_mode));
+    CHECK((st.st_mode & 07777) == 0660);
+    Client client(daemon.socket());
+    client.call({{"id", "logged"}, {"op", "ping"}});
+    client.call(execute("bash", "true", {{"id", "run-logged"}}));
+    std::string log = daemon.log();
+    CHECK(log.find("event=request id=logged peer_uid=0 peer_pid=" + std::to_string(::getpid()) +
+                   " op=ping status=ok") != std::string::npos);
+    auto line_start = log.find("id=run-logged");
+    REQUIRE(line_start != std::string::npos);
+    std::string line = log.substr(line_start, log.find('\n', line_start) - line_start);
+    for (const char* field :
+         {"language=bash", "status=ok", "cpu_ms=", "wall_ms=", "queue_ms=", "total_ms="})
+        CHECK_MESSAGE(line.find(field) != std::string::npos, line);
+}
+
+TEST_CASE("socket_group and the uid allowlist decide who may talk") {
+    DaemonOptions options;
+    options.config = {{"socket_group", "root"}, {"allowed_uids", {4242}}};
+    Daemon daemon(options);
+    struct stat st {};
+    REQUIRE(::stat(daemon.socket().c_str(), &st) == 0);
+    CHECK(st.st_gid == 0);
+
+    // Root is not on the list: the daemon closes without reading.
+    Client refused(daemon.socket());
+    refused.send({{"op", "ping"}});
+    CHECK(refused.closed_by_peer());
+    CHECK(daemon.log().find("event=peer_refused peer_uid=0") != std::string::npos);
+
+    // uid 4242 (group root, which owns the socket) is.
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        int code = 1;
+        if (::setgroups(0, nullptr) == 0 && ::setgid(0) == 0 && ::setuid(4242) == 0) {
+            try {
+                Client allowed(daemon.socket());
+                code = allowed.call({{"op", "ping"}}, 10s)["ok"] == true ? 0 : 3;
+            } catch (...) {
+                code = 4;
+            }
+        }
+        ::_exit(code);
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("a broken language is a start-up warning and is left out; the others load") {
+    fs::path dir = fs::path("/var/tmp") / ("sbx-broken-langs-" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    fs::copy(host_languages() / "bash", dir / "bash",
+             fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+    fs::create_directories(dir / "broken");
+    std::ofstream(dir / "broken" / "language.json") << R"({"name": "broken", "run": []})";
+    fs::copy(host_languages() / "python", dir / "norootfs",
+             fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+    fs::remove_all(dir / "norootfs" / "root");
+    std::ofstream(dir / "norootfs" / "language.json")
+        << R"({"name":"norootfs","source_file":"a.py","run":["/usr/bin/python3","a.py"]})";
+
+    DaemonOptions options;
+    options.extra_args = {"--language-dir", dir.string()};
+    Daemon daemon(options);
+    Client client(daemon.socket());
+    Json languages = client.call({{"op", "languages"}})["languages"];
+    std::set<std::string> names;
+    for (const auto& language : languages) names.insert(language["name"]);
+    CHECK(names.count("bash"));
+    CHECK_FALSE(names.count("broken"));
+    CHECK_FALSE(names.count("norootfs"));
+    std::string log = daemon.log();
+    CHECK(log.find("event=language_skipped") != std::string::npos);
+    CHECK(log.find("broken") != std::string::npos);
+    CHECK(log.find("norootfs") != std::string::npos);
+    fs::remove_all(dir);
+}
+
+TEST_CASE("a bad configuration file stops the start with a message naming the key") {
+    fs::path file =
+        fs::path("/var/tmp") / ("sbx-bad-config-" + std::to_string(::getpid()) + ".json");
+    std::ofstream(file) << R"({"slots": 2, "queue_sise": 5})";
+    auto result = run_program(
+        {SBX_SANDBOXD_BIN, "--config", file.string(), "--socket", "/var/tmp/sbx-never.sock"});
+    CHECK(result.status == 2);
+    CHECK(result.output.find("queue_sise") != std::string::npos);
+    std::ofstream(file) << R"({"limits": {"defaults": {"memory_bytes": "4G"}}})";
+    result = run_program(
+        {SBX_SANDBOXD_BIN, "--config", file.string(), "--socket", "/var/tmp/sbx-never.sock"});
+    CHECK(result.status == 2);
+    CHECK(result.output.find("maxima.memory_bytes") != std::string::npos);
+    fs::remove(file);
+}
+
+TEST_CASE("sandboxctl against the real daemon: output, verdict line, exit code mirrored") {
+    Daemon daemon;
+    fs::path program = daemon.directory() / "prog.py";
+    std::ofstream(program)
+        << "import sys\nprint('from sandboxctl', sys.stdin.read().strip())\nsys.exit(3)\n";
+    fs::path input = daemon.directory() / "input.txt";
+    std::ofstream(input) << "and stdin\n";
+    auto result = run_program({sandboxctl(), "--socket", daemon.socket().string(), "run",
+                               program.string(), "--stdin", input.string()});
+    CHECK(result.status == 3);
+    CHECK(result.output.find("from sandboxctl and stdin\n") != std::string::npos);
+    CHECK(result.output.find("runtime_error") != std::string::npos);
+
+    auto ping = run_program({sandboxctl(), "--socket", daemon.socket().string(), "ping"});
+    CHECK(ping.status == 0);
+    auto languages = run_program({sandboxctl(), "--socket", daemon.socket().string(), "languages"});
+    CHECK(languages.status == 0);
+    CHECK(languages.output.find("python") != std::string::npos);
+    auto stats = run_program({sandboxctl(), "--socket", daemon.socket().string(), "stats"});
+    CHECK(stats.status == 0);
+    CHECK(stats.output.find("completed") != std::string::npos);
+
+    auto missing = run_program({sandboxctl(), "--socket", "/var/tmp/sbx-nobody-here.sock", "ping"});
+    CHECK(missing.status == 2);
+    CHECK(missing.output.find("is sandboxd running?") != std::string::npos);
+}

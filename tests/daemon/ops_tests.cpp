@@ -1,0 +1,234 @@
+// Every op of the protocol against the real daemon, and execute in each of its shapes.
+
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <set>
+
+#include "harness.h"
+
+using namespace test;
+
+namespace {
+
+Daemon& shared_daemon() {
+    static Daemon daemon;
+    return daemon;
+}
+
+std::string manifest_version(const std::string& language) {
+    std::ifstream in(host_languages() / language / "manifest.json");
+    return Json::parse(in)["version"].get<std::string>();
+}
+
+}  // namespace
+
+TEST_CASE("ping echoes the id and reports the version") {
+    Client client(shared_daemon().socket());
+    Json response = client.call({{"id", 1}, {"op", "ping"}});
+    CHECK(response["id"] == 1);
+    CHECK(response["ok"] == true);
+    CHECK(response["version"] == SBX_VERSION);
+    response = client.call({{"id", "abc"}, {"op", "ping"}});
+    CHECK(response["id"] == "abc");
+    response = client.call({{"op", "ping"}});
+    CHECK(response["id"].is_null());
+}
+
+TEST_CASE("languages lists each language with its manifest's real version") {
+    Client client(shared_daemon().socket());
+    Json response = client.call({{"op", "languages"}});
+    REQUIRE(response["ok"] == true);
+    std::map<std::string, Json> by_name;
+    for (const auto& language : response["languages"]) by_name[language["name"]] = language;
+    REQUIRE(by_name.count("python"));
+    REQUIRE(by_name.count("bash"));
+    REQUIRE(by_name.count("c"));
+    CHECK(by_name["python"]["version"] == manifest_version("python"));
+    CHECK(by_name["python"]["aliases"] == Json({"py", "python3"}));
+    CHECK(by_name["python"]["compiled"] == false);
+    CHECK(by_name["python"]["source_file"] == "main.py");
+    CHECK(by_name["c"]["compiled"] == true);
+    CHECK(by_name["c"]["version"] == manifest_version("c"));
+    CHECK(by_name["bash"]["aliases"] == Json({"sh"}));
+}
+
+TEST_CASE("stats reports slots, queue, completed runs and the cgroup backend") {
+    Client client(shared_daemon().socket());
+    Json before = client.call({{"op", "stats"}});
+    REQUIRE(before["ok"] == true);
+    CHECK(before["slots"] == 2);
+    CHECK(before["running"] == 0);
+    CHECK(before["queued"] == 0);
+    CHECK((before["cgroup"] == "v1" || before["cgroup"] == "v2"));
+    CHECK(before["uptime_s"].is_number_integer());
+    client.call(execute("bash", "true"));
+    // The slot counts a run as completed just after it posts the answer.
+    CHECK(eventually(
+        [&] {
+            Json after = client.call({{"op", "stats"}});
+            return after["completed"].get<int>() == before["completed"].get<int>() + 1;
+        },
+        5s));
+}
+
+TEST_CASE("execute python: stdout, stdin, args, env and files") {
+    Client client(shared_daemon().socket());
+    Json response = client.call(
+        execute("py",
+                "import os, sys\n"
+                "print(input(), sys.argv[1:], os.environ['GREETING'])\n"
+                "print(open('data/in.txt').read(), open('raw.bin', 'rb').read().hex())\n",
+                {{"id", "42"},
+                 {"stdin", "hello\n"},
+                 {"args", {"a", "b"}},
+                 {"env", {{"GREETING", "hi"}}},
+                 {"files",
+                  {{{"path", "data/in.txt"}, {"content", "text"}},
+                   {{"path", "raw.bin"}, {"content", "AAH/"}, {"encoding", "base64"}}}}}));
+    CHECK(response["id"] == "42");
+    CHECK(response["ok"] == true);
+    CHECK(response["language"] == "python");
+    CHECK(response["version"] == manifest_version("python"));
+    CHECK(response["status"] == "ok");
+    CHECK(response["compile"].is_null());
+    const Json& run = response["run"];
+    CHECK(run["status"] == "ok");
+    CHECK(run["exit_code"] == 0);
+    CHECK(run["signal"].is_null());
+    CHECK(run["stdout"] == "hello ['a', 'b'] hi\ntext 0001ff\n");
+    CHECK(run["encoding"] == "utf8");
+    CHECK(run["cpu_time_ms"].get<double>() > 0);
+    CHECK(run["wall_time_ms"].get<double>() > 0);
+    CHECK(run["memory_bytes"].get<std::uint64_t>() > 1'000'000);
+}
+
+TEST_CASE("execute: runtime error, signal, limits and binary output give their statuses") {
+    Client client(shared_daemon().socket());
+    Json failed = client.call(execute("bash", "echo oops >&2; exit 3"));
+    CHECK(failed["status"] == "runtime_error");
+    CHECK(failed["run"]["exit_code"] == 3);
+    CHECK(failed["run"]["stderr"] == "oops\n");
+
+    Json segv = client.call(execute("bash", "kill -SEGV $$"));
+    CHECK(segv["status"] == "signaled");
+    CHECK(segv["run"]["signal"] == "SIGSEGV");
+
+    Json slow =
+        client.call(execute("bash", "while :; do :; done", {{"limits", {{"cpu_time_ms", 300}}}}));
+    CHECK(slow["status"] == "time_limit");
+
+    Json sleepy = client.call(execute("bash", "sleep 5", {{"limits", {{"wall_time_ms", 300}}}}));
+    CHECK(sleepy["status"] == "wall_time_limit");
+
+    Json hog = client.call(
+        execute("python", "x = bytearray(512 << 20)", {{"limits", {{"memory_bytes", 64 << 20}}}}));
+    CHECK(hog["status"] == "memory_limit");
+
+    Json flood = client.call(execute("bash", "yes", {{"limits", {{"max_output_bytes", 1000}}}}));
+    CHECK(flood["status"] == "output_limit");
+    CHECK(flood["run"]["stdout"].get<std::string>().size() == 1000);
+    CHECK(flood["run"]["stdout_truncated"] == true);
+
+    Json binary = client.call(execute("bash", "printf '\\xff\\xfe'"));
+    CHECK(binary["run"]["encoding"] == "base64");
+    CHECK(binary["run"]["stdout"] == "//4=");
+}
+
+TEST_CASE("execute c: compile once, then run; compile errors carry the diagnostics") {
+    Client client(shared_daemon().socket());
+    Json ok = client.call(execute("c",
+                                  "#include <stdio.h>\n"
+                                  "int main(void) { int a, b; scanf(\"%d %d\", &a, &b);"
+                                  " printf(\"%d\\n\", a + b); return 0; }\n",
+                                  {{"stdin", "2 3\n"}}));
+    CHECK(ok["status"] == "ok");
+    REQUIRE(ok["compile"].is_object());
+    CHECK(ok["compile"]["status"] == "ok");
+    CHECK(ok["compile"]["cached"] == false);
+    CHECK(ok["run"]["stdout"] == "5\n");
+
+    Json broken = client.call(execute("c", "int main(void) { return missing; }\n"));
+    CHECK(broken["status"] == "compile_error");
+    CHECK(broken["compile"]["status"] == "runtime_error");
+    CHECK(broken["compile"]["stderr"].get<std::string>().find("missing") != std::string::npos);
+    CHECK_FALSE(broken.contains("run"));
+    CHECK_FALSE(broken.contains("tests"));
+}
+
+TEST_CASE("execute with tests: one compile, one outcome per test in order") {
+    Client client(shared_daemon().socket());
+    Json response = client.call(
+        execute("c",
+                "#include <stdio.h>\n"
+                "int main(void) { int a, b; if (scanf(\"%d %d\", &a, &b) != 2) return 4;"
+                " printf(\"%d\\n\", a * b); return 0; }\n",
+                {{"tests",
+                  {{{"stdin", "2 3\n"}},
+                   {{"stdin", "x\n"}},
+                   {{"stdin", "4 5\n"}, {"limits", {{"cpu_time_ms", 500}}}}}}}));
+    REQUIRE(response["ok"] == true);
+    CHECK(response["compile"]["status"] == "ok");
+    CHECK_FALSE(response.contains("run"));
+    REQUIRE(response["tests"].size() == 3);
+    CHECK(response["tests"][0]["stdout"] == "6\n");
+    CHECK(response["tests"][1]["status"] == "runtime_error");
+    CHECK(response["tests"][1]["exit_code"] == 4);
+    CHECK(response["tests"][2]["stdout"] == "20\n");
+    // The first test that is not ok decides the top-level status.
+    CHECK(response["status"] == "runtime_error");
+}
+
+TEST_CASE("compile_limits apply to the compile step only") {
+    Client client(shared_daemon().socket());
+    Json response = client.call(execute("c", "int main(void) { return 0; }\n",
+                                        {{"compile_limits", {{"wall_time_ms", 1}}}}));
+    CHECK(response["status"] == "compile_error");
+    CHECK(response["compile"]["status"] == "wall_time_limit");
+}
+
+TEST_CASE("pipelining: 10 requests without waiting, answered with matching ids") {
+    Client client(shared_daemon().socket());
+    std::string batch;
+    for (int i = 0; i < 10; ++i) {
+        // Later requests finish first: answers may come in any order.
+        Json request = execute(
+            "bash", "sleep 0.$((9 - " + std::to_string(i) + ")); echo " + std::to_string(i));
+        request["id"] = "req-" + std::to_string(i);
+        if (i % 3 == 0) request = {{"id", "req-" + std::to_string(i)}, {"op", "ping"}};
+        batch += request.dump() + "\n";
+    }
+    client.send_raw(batch);
+    std::set<std::string> seen;
+    for (int i = 0; i < 10; ++i) {
+        auto response = client.read();
+        REQUIRE(response);
+        std::string id = (*response)["id"];
+        CHECK((*response)["ok"] == true);
+        int n = std::stoi(id.substr(4));
+        if (n % 3 != 0) CHECK((*response)["run"]["stdout"] == std::to_string(n) + "\n");
+        seen.insert(id);
+    }
+    CHECK(seen.size() == 10);
+}
+
+TEST_CASE("48 concurrent clients all get their own answers") {
+    std::vector<std::thread> clients;
+    std::atomic<int> correct{0};
+    for (int i = 0; i < 48; ++i) {
+        clients.emplace_back([i, &correct] {
+            try {
+                Client client(shared_daemon().socket());
+                Json request = execute("bash", "echo client-" + std::to_string(i));
+                request["id"] = i;
+                Json response = client.call(request, 120s);
+                if (response["id"] == i &&
+                    response["run"]["stdout"] == "client-" + std::to_string(i) + "\n")
+                    ++correct;
+            } catch (const std::exception&) {
+            }
+        });
+    }
+    for (auto& thread : clients) thread.join();
+    CHECK(correct == 48);
+}
