@@ -28,7 +28,8 @@ struct KeyPath {
 };
 
 std::uint64_t read_count(const json& value, const KeyPath& at) {
-    if (!value.is_number_unsigned()) at.fail("must be a non-negative integer");
+    if (!value.is_number_integer() || value.get<std::int64_t>() < 0)
+        at.fail("must be a non-negative integer");
     return value.get<std::uint64_t>();
 }
 
@@ -39,8 +40,7 @@ std::uint64_t read_size(const json& value, const KeyPath& at) {
         if (!bytes) at.fail("not a size: " + value.get<std::string>() + " (try 256M or 1G)");
         return *bytes;
     }
-    if (!value.is_number_unsigned()) at.fail("must be a size in bytes or a string like \"256M\"");
-    return value.get<std::uint64_t>();
+    return read_count(value, at);
 }
 
 std::string read_string(const json& value, const KeyPath& at) {

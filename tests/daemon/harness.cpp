@@ -146,6 +146,7 @@ void Daemon::start() {
         if (std::strncmp(*e, "JOURNAL_STREAM=", 15) != 0 &&
             std::strncmp(*e, "NOTIFY_SOCKET=", 14) != 0)
             env.push_back(*e);
+    for (auto& extra : options_.extra_env) env.push_back(extra.data());
     env.push_back(nullptr);
     int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), env.data());
     posix_spawn_file_actions_destroy(&actions);

@@ -29,6 +29,7 @@ struct DaemonOptions {
     std::uint64_t shutdown_grace_ms = 3000;
     Json config = Json::object();  // written to a --config file (keys of docs/configuration.md)
     std::vector<std::string> extra_args;
+    std::vector<std::string> extra_env;  // KEY=VALUE, on top of the test runner's environment
     bool with_languages = true;
 };
 

@@ -3,14 +3,18 @@
 
 #include <doctest/doctest.h>
 #include <grp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include "harness.h"
 
@@ -279,4 +283,57 @@ TEST_CASE("sandboxctl against the real daemon: output, verdict line, exit code m
     auto missing = run_program({sandboxctl(), "--socket", "/var/tmp/sbx-nobody-here.sock", "ping"});
     CHECK(missing.status == 2);
     CHECK(missing.output.find("is sandboxd running?") != std::string::npos);
+}
+
+TEST_CASE("sd_notify: READY=1 once the socket accepts, STOPPING=1 at SIGTERM") {
+    fs::path notify_path = fs::path("/var/tmp") / ("sbx-notify-" + std::to_string(::getpid()));
+    fs::remove(notify_path);
+    int notify = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(notify >= 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, notify_path.c_str(), sizeof address.sun_path - 1);
+    REQUIRE(::bind(notify, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+
+    auto next_message = [&] {
+        pollfd fd{notify, POLLIN, 0};
+        if (::poll(&fd, 1, 10000) != 1) return std::string();
+        char buffer[4096];
+        ssize_t n = ::recv(notify, buffer, sizeof buffer, 0);
+        return n > 0 ? std::string(buffer, static_cast<std::size_t>(n)) : std::string();
+    };
+    {
+        DaemonOptions options;
+        options.extra_env = {"NOTIFY_SOCKET=" + notify_path.string()};
+        Daemon daemon(options);
+        CHECK(next_message().find("READY=1") != std::string::npos);
+        daemon.signal(SIGTERM);
+        CHECK(next_message().find("STOPPING=1") != std::string::npos);
+        CHECK(daemon.wait_exit(10s) == 0);
+    }
+    ::close(notify);
+    fs::remove(notify_path);
+}
+
+TEST_CASE("packaging/sandboxd.service passes systemd-analyze verify") {
+    if (::access("/usr/bin/systemd-analyze", X_OK) != 0) {
+        FAIL("systemd-analyze is missing (package systemd)");
+        return;
+    }
+    std::ifstream in(std::string(SBX_SOURCE_DIR) + "/packaging/sandboxd.service");
+    std::stringstream unit;
+    unit << in.rdbuf();
+    std::string text = unit.str();
+    // Verify against the binary just built rather than an installed one.
+    const std::string installed = "ExecStart=/usr/local/bin/sandboxd";
+    auto at = text.find(installed);
+    REQUIRE(at != std::string::npos);
+    text.replace(at, installed.size(), std::string("ExecStart=") + SBX_SANDBOXD_BIN);
+    fs::path dir = fs::path("/var/tmp") / ("sbx-unit-" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    std::ofstream(dir / "sandboxd.service") << text;
+    auto verified = run_program({"systemd-analyze", "verify", (dir / "sandboxd.service").string()});
+    CHECK_MESSAGE(verified.status == 0, verified.output);
+    CHECK_MESSAGE(verified.output.find("sandboxd.service") == std::string::npos, verified.output);
+    fs::remove_all(dir);
 }
