@@ -4,6 +4,10 @@
 // multithreaded supervisor: no allocation, no locks, no exceptions; syscalls only.
 // Each returns false after filling `failure` (errno captured at the failing call).
 
+#include <time.h>
+
+#include <cstdint>
+
 #include "child_plan.h"
 
 namespace isolate {
@@ -31,8 +35,13 @@ bool drop_capabilities(const ChildPlan& plan, ChildFailure& failure) noexcept;
 
 bool bring_up_loopback(ChildFailure& failure) noexcept;
 
-// The program's process: stdio, limits, seccomp, execve. Never returns.
-[[noreturn]] void exec_program(const ChildPlan& plan, int workdir_fd) noexcept;
+// The program's process: stdio, limits, seccomp, execve. Never returns. `init_cpu_ns` is pid 1's
+// CPU time at the fork, reported with the exec message as part of the setup cost.
+[[noreturn]] void exec_program(const ChildPlan& plan, int workdir_fd,
+                               std::uint64_t init_cpu_ns) noexcept;
+
+// A clock's reading in nanoseconds (0 if it cannot be read); async-signal-safe.
+std::int64_t clock_ns(clockid_t clock) noexcept;
 
 // Reports a failure on the control socket and exits.
 [[noreturn]] void die_reporting(const ChildPlan& plan, const ChildFailure& failure) noexcept;

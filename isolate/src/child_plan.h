@@ -128,6 +128,12 @@ struct ControlMessage {
     std::int32_t index;  // which bind, file, ... the step was about
     std::int32_t error;  // errno
     std::int32_t wait_status;
+    // Measured inside, because the supervisor may be scheduled late: exec carries the CPU that
+    // setup cost (pid 1 up to the fork plus the program's process up to execve); done carries
+    // pid 1's own CPU after the fork; both are charged to the cgroup but are not the program's.
+    std::uint64_t cpu_ns = 0;
+    // CLOCK_MONOTONIC: exec, just before execve; exited, when the program was reaped.
+    std::int64_t monotonic_ns = 0;
 };
 
 // Builds the plan; throws SetupError on anything it cannot represent safely.

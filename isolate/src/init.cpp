@@ -158,18 +158,23 @@ void run_init(const ChildPlan& plan) noexcept {
 
     // A raw clone, not fork(): glibc's fork takes allocator locks that a clone of a
     // multithreaded process may hold forever.
+    const auto cpu_at_fork = static_cast<std::uint64_t>(clock_ns(CLOCK_PROCESS_CPUTIME_ID));
     long program = ::syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, nullptr);
     if (program < 0) {
         fail(failure, ChildStep::fork_program);
         die_reporting(plan, failure);
     }
-    if (program == 0) exec_program(plan, workdir_fd);
+    if (program == 0) exec_program(plan, workdir_fd, cpu_at_fork);
 
     int status = supervise_program(plan, static_cast<pid_t>(program));
-    send_or_die(plan, {ControlType::exited, ChildStep::program_exec, 0, 0, status});
+    ControlMessage exited{ControlType::exited, ChildStep::program_exec, 0, 0, status};
+    exited.monotonic_ns = clock_ns(CLOCK_MONOTONIC);
+    send_or_die(plan, exited);
     kill_everything_else();
     send_collected_files(plan, workdir_fd);
-    send_or_die(plan, {ControlType::done, ChildStep::program_exec, 0, 0, 0});
+    ControlMessage done{ControlType::done, ChildStep::program_exec, 0, 0, 0};
+    done.cpu_ns = static_cast<std::uint64_t>(clock_ns(CLOCK_PROCESS_CPUTIME_ID)) - cpu_at_fork;
+    send_or_die(plan, done);
     ::_exit(0);
 }
 

@@ -53,7 +53,8 @@ bool apply_rlimits(const ChildPlan& plan, ChildFailure& failure) noexcept {
     return true;
 }
 
-bool install_seccomp(const ChildPlan& plan, ChildFailure& failure) noexcept {
+bool install_seccomp(const ChildPlan& plan, std::uint64_t init_cpu_ns,
+                     ChildFailure& failure) noexcept {
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         return fail(failure, ChildStep::no_new_privs);
     long listener = ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
@@ -61,6 +62,8 @@ bool install_seccomp(const ChildPlan& plan, ChildFailure& failure) noexcept {
     if (listener < 0) return fail(failure, ChildStep::program_seccomp);
     // Without its listener the supervisor could not name a blocked syscall; fail closed.
     ControlMessage message{ControlType::exec, ChildStep::program_exec, 0, 0, 0};
+    message.cpu_ns = init_cpu_ns + static_cast<std::uint64_t>(clock_ns(CLOCK_PROCESS_CPUTIME_ID));
+    message.monotonic_ns = clock_ns(CLOCK_MONOTONIC);
     bool sent = send_control(plan.control_fd, message, static_cast<int>(listener));
     int saved = errno;
     ::close(static_cast<int>(listener));
@@ -71,7 +74,13 @@ bool install_seccomp(const ChildPlan& plan, ChildFailure& failure) noexcept {
 
 }  // namespace
 
-void exec_program(const ChildPlan& plan, int workdir_fd) noexcept {
+std::int64_t clock_ns(clockid_t clock) noexcept {
+    timespec now{};
+    if (::clock_gettime(clock, &now) != 0) return 0;
+    return static_cast<std::int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+}
+
+void exec_program(const ChildPlan& plan, int workdir_fd, std::uint64_t init_cpu_ns) noexcept {
     ChildFailure failure;
     if (::setsid() < 0) {
         fail(failure, ChildStep::program_setsid);
@@ -82,7 +91,7 @@ void exec_program(const ChildPlan& plan, int workdir_fd) noexcept {
         fail(failure, ChildStep::program_chdir);
         die_reporting(plan, failure);
     }
-    if (!apply_rlimits(plan, failure) || !install_seccomp(plan, failure))
+    if (!apply_rlimits(plan, failure) || !install_seccomp(plan, init_cpu_ns, failure))
         die_reporting(plan, failure);
 
     // execvp's rules: skip PATH entries where the file is missing; report EACCES if some

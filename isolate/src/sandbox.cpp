@@ -55,6 +55,13 @@ void set_nonblocking(int fd) {
     if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) throw_errno("fcntl O_NONBLOCK");
 }
 
+// steady_clock is CLOCK_MONOTONIC, which the sandbox shares (it has no time namespace).
+Clock::time_point from_monotonic_ns(std::int64_t ns) {
+    if (ns <= 0) return Clock::now();
+    return Clock::time_point(
+        std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(ns)));
+}
+
 UniqueFd make_timer() {
     UniqueFd fd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
     if (!fd) throw_errno("timerfd_create");
@@ -164,7 +171,7 @@ class Supervisor {
     void handle_listener();
     void handle_output(UniqueFd& fd, std::string& sink, bool& truncated);
     void feed_stdin();
-    void on_exec();
+    void on_exec(const ControlMessage& message);
     void check_cpu();
     void kill_sandbox();
     void fail(std::string message);
@@ -190,7 +197,8 @@ class Supervisor {
     bool exec_seen_ = false;
     bool exited_seen_ = false;
     bool init_dead_ = false;
-    std::uint64_t cpu_baseline_ns_ = 0;
+    std::uint64_t cpu_baseline_ns_ = 0;         // setup's CPU, charged to the cgroup before execve
+    std::uint64_t init_cpu_after_fork_ns_ = 0;  // pid 1's own, reported when it is done
     Clock::time_point wall_start_, wall_end_;
 };
 
@@ -201,8 +209,9 @@ RunResult Supervisor::run() {
         cgroup::Usage usage = cgroup_->usage();
         facts_.oom_killed = usage.oom_kills > 0;
         if (exec_seen_) {
+            std::uint64_t not_the_program = cpu_baseline_ns_ + init_cpu_after_fork_ns_;
             std::uint64_t used =
-                usage.cpu_ns > cpu_baseline_ns_ ? usage.cpu_ns - cpu_baseline_ns_ : 0;
+                usage.cpu_ns > not_the_program ? usage.cpu_ns - not_the_program : 0;
             result_.cpu_time_ms = static_cast<double>(used) / 1e6;
             if (used > spec_.limits.cpu_time_ms * 1'000'000) facts_.cpu_exceeded = true;
             if (!exited_seen_) wall_end_ = Clock::now();
@@ -351,7 +360,7 @@ void Supervisor::handle_control() {
                     break;
                 }
                 listener_ = std::move(passed);
-                on_exec();
+                on_exec(*message);
                 break;
             case ControlType::error: {
                 std::string detail = to_string(message->step);
@@ -366,7 +375,7 @@ void Supervisor::handle_control() {
             }
             case ControlType::exited:
                 exited_seen_ = true;
-                wall_end_ = Clock::now();
+                wall_end_ = from_monotonic_ns(message->monotonic_ns);
                 facts_.wait_status = message->wait_status;
                 disarm_timer(phase_timer_.get());
                 disarm_timer(cpu_timer_.get());
@@ -375,17 +384,21 @@ void Supervisor::handle_control() {
                 collect_file(message->index, message->error, std::move(passed));
                 break;
             case ControlType::done:
+                init_cpu_after_fork_ns_ = message->cpu_ns;
+                break;
             case ControlType::go:
                 break;
         }
     }
 }
 
-void Supervisor::on_exec() {
+void Supervisor::on_exec(const ControlMessage& message) {
     exec_seen_ = true;
-    wall_start_ = Clock::now();
-    cpu_baseline_ns_ = cgroup_->cpu_usage_ns();
-    arm_timer(phase_timer_.get(), std::chrono::milliseconds(spec_.limits.wall_time_ms));
+    wall_start_ = from_monotonic_ns(message.monotonic_ns);
+    cpu_baseline_ns_ = message.cpu_ns;
+    // The wall clock started at execve, however late this thread got to hear of it.
+    auto elapsed = Clock::now() - wall_start_;
+    arm_timer(phase_timer_.get(), std::chrono::milliseconds(spec_.limits.wall_time_ms) - elapsed);
     check_cpu();
 }
 
