@@ -117,12 +117,16 @@ void add_exec_command(CLI::App& app, int& exit_code) {
                      "Root filesystem directory (needs /proc, /dev, /tmp, /box)")
         ->required()
         ->check(CLI::ExistingDirectory);
-    exec->add_option("--bind", options->binds, "Read-only bind mount HOST:INSIDE (repeatable)");
+    exec->add_option("--bind", options->binds, "Read-only bind mount HOST:INSIDE (repeatable)")
+        ->allow_extra_args(false);
     exec->add_option("--file", options->files,
-                     "Put host file HOST at INSIDE (relative): INSIDE=HOST");
+                     "Put host file HOST at INSIDE (relative): INSIDE=HOST")
+        ->allow_extra_args(false);
     exec->add_option("--collect", options->collect,
-                     "Report this working-directory file after the run");
-    exec->add_option("--env", options->env, "Environment entry KEY=VALUE (nothing is inherited)");
+                     "Report this working-directory file after the run")
+        ->allow_extra_args(false);
+    exec->add_option("--env", options->env, "Environment entry KEY=VALUE (nothing is inherited)")
+        ->allow_extra_args(false);
     exec->add_option("--stdin", options->stdin_file, "File fed to the program's stdin");
     exec->add_option("--seccomp", options->seccomp, "Seccomp profile JSON")->capture_default_str();
     exec->add_option("--workdir", options->workdir, "Working directory inside")

@@ -210,9 +210,7 @@ void add_serve_options(CLI::App& app, int& exit_code) {
     app.add_option("--shutdown-grace-ms", options->shutdown_grace_ms,
                    "How long running sandboxes may finish after SIGTERM");
     app.add_flag("--verbose", options->verbose, "Also log connections (debug level)");
-    app.callback([&app, options, &exit_code] {
-        if (app.get_subcommands().empty()) exit_code = serve(*options);
-    });
+    app.callback([options, &exit_code] { exit_code = serve(*options); });
 }
 
 }  // namespace sandboxd

@@ -76,3 +76,15 @@ TEST_CASE("sandboxd exec refuses a malformed limit with a clear message") {
     CHECK(done.exit_code == 2);
     CHECK(done.err.find("--memory: not a size: lots") != std::string::npos);
 }
+
+TEST_CASE("sandboxd exec: the program's own options after -- follow a repeatable option") {
+    // --bind, --env, --file and --collect take one value each, so a `-c` after `--` belongs to
+    // the program, not to the parser.
+    auto done = run_sandboxd({"exec", "--rootfs", test::rootfs(), "--cgroup-subtree",
+                              test::cgroup_subtree() + "-exec", "--env", "PATH=/usr/bin:/bin",
+                              "--bind", "/usr:/usr", "--", "/bin/sh", "-c", "echo $0", "-x"});
+    INFO(done.err);
+    CHECK(done.exit_code == 0);
+    auto result = nlohmann::json::parse(done.out);
+    CHECK(result["stdout"] == "-x\n");
+}
