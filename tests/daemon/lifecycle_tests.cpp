@@ -11,8 +11,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 
@@ -125,6 +127,11 @@ TEST_CASE("SIGTERM kills sandboxes that outlast the grace period") {
 }
 
 TEST_CASE("SIGKILL of the daemon: its sandboxes die, and a restart leaves nothing stale") {
+    auto mounts = [] {
+        std::ifstream in("/proc/self/mountinfo");
+        return std::count(std::istreambuf_iterator<char>(in), {}, '\n');
+    };
+    const auto mounts_before = mounts();
     Daemon daemon;
     {
         Client client(daemon.socket());
@@ -143,6 +150,8 @@ TEST_CASE("SIGKILL of the daemon: its sandboxes die, and a restart leaves nothin
     CHECK(client.call(execute("bash", "echo back"))["run"]["stdout"] == "back\n");
     for (const auto& dir : cgroup_leftovers(daemon.cgroup_subtree()))
         CHECK_MESSAGE(dir.filename().string().rfind("run-", 0) != 0, "stale cgroup " << dir);
+    // Sandbox mounts live in the sandboxes' own mount namespaces: none reach the host's.
+    CHECK(mounts() == mounts_before);
 }
 
 TEST_CASE("a second daemon on a live socket refuses to start and leaves it alone") {
