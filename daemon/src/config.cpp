@@ -229,6 +229,8 @@ void load_config_file(const std::filesystem::path& file, Config& config) {
             read_policy(value, at, config.run_limits);
         } else if (key == "compile_limits") {
             read_policy(value, at, config.compile_limits);
+        } else if (key == "compile_cache_bytes") {
+            config.compile_cache_bytes = read_size(value, at);
         } else if (key == "shutdown_grace_ms") {
             config.shutdown_grace_ms = read_count(value, at);
         } else {

@@ -45,6 +45,7 @@ struct Config {
     protocol::LimitPolicy compile_limits;
 
     std::uint64_t shutdown_grace_ms = 3000;
+    std::uint64_t compile_cache_bytes = 256u << 20;  // 0: no compile cache
 };
 
 // The built-in defaults: what an empty configuration file means.

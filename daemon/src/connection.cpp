@@ -49,6 +49,16 @@ json languages_body(const LanguageTable& table) {
     return {{"languages", std::move(list)}};
 }
 
+json compile_cache_stats(const CompileCache& cache) {
+    CompileCache::Stats stats = cache.stats();
+    return {{"entries", stats.entries},
+            {"bytes", stats.bytes},
+            {"capacity_bytes", stats.capacity_bytes},
+            {"hits", stats.hits},
+            {"misses", stats.misses},
+            {"evictions", stats.evictions}};
+}
+
 json stats_body(const DaemonServices& services, std::size_t connections) {
     Scheduler::Stats stats = services.scheduler.stats();
     auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
@@ -64,6 +74,7 @@ json stats_body(const DaemonServices& services, std::size_t connections) {
             {"connections", connections},
             {"requests", services.requests.load()},
             {"languages", services.languages.all().size()},
+            {"compile_cache", compile_cache_stats(services.compile_cache)},
             {"version", SANDBOXD_VERSION}};
 }
 
@@ -265,7 +276,10 @@ void Connection::handle_execute(protocol::RequestId id, protocol::ExecuteRequest
         ExecuteSummary summary;
         std::string line;
         try {
-            json body = execute(self->services_.sandbox, *job, slot, token.fd(), summary);
+            CompileCache* cache = self->services_.config.compile_cache_bytes > 0
+                                      ? &self->services_.compile_cache
+                                      : nullptr;
+            json body = execute(self->services_.sandbox, cache, *job, slot, token.fd(), summary);
             line = protocol::encode_ok(id, std::move(body));
         } catch (const std::exception& error) {
             summary.status = "internal";

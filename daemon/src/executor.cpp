@@ -50,10 +50,42 @@ void account(const isolate::RunResult& result, ExecuteSummary& summary) {
     summary.memory_bytes = std::max(summary.memory_bytes, result.memory_bytes);
 }
 
-json compile_outcome(const isolate::RunResult& result) {
-    json outcome = outcome_to_json(result);
-    outcome["cached"] = false;
-    return outcome;
+// Runs the compile step. On success fills `artifacts` and returns true; otherwise the body is
+// complete (status compile_error, or internal_error/cancelled when it was not the code's fault).
+bool compile(isolate::Sandbox& sandbox, const ExecuteJob& job, unsigned slot, int cancel_fd,
+             ExecuteSummary& summary, json& body, std::vector<isolate::InputFile>& artifacts) {
+    const Language& language = *job.language;
+    isolate::RunSpec spec = base_spec(language, slot, cancel_fd);
+    add_user_files(job.request, language, spec);
+    spec.argv = expand_argv(*language.compile, job.limits.compile.memory_bytes);
+    spec.env = language.env;
+    spec.limits = job.limits.compile;
+    spec.collect = language.artifacts;
+    isolate::RunResult compiled = sandbox.run(spec);
+    account(compiled, summary);
+
+    std::string missing;
+    if (compiled.status == isolate::Status::ok) {
+        for (const auto& wanted : language.artifacts) {
+            auto found = std::find_if(compiled.collected.begin(), compiled.collected.end(),
+                                      [&](const auto& file) { return file.path == wanted; });
+            if (found == compiled.collected.end()) {
+                missing = wanted;
+                break;
+            }
+            artifacts.push_back({found->path, std::move(found->content), found->executable});
+        }
+        if (!missing.empty()) compiled.message = "the compiler succeeded but left no " + missing;
+    }
+    body["compile"] = outcome_to_json(compiled);
+    body["compile"]["cached"] = false;
+    if (compiled.status == isolate::Status::ok && missing.empty()) return true;
+    // A sandbox failure or a cancel is not the code's fault: say so, not compile_error.
+    bool ours = compiled.status == isolate::Status::internal_error ||
+                compiled.status == isolate::Status::cancelled;
+    summary.status = ours ? isolate::to_string(compiled.status) : "compile_error";
+    body["status"] = summary.status;
+    return false;
 }
 
 }  // namespace
@@ -81,45 +113,30 @@ std::optional<std::string> check_against_language(const protocol::ExecuteRequest
     return std::nullopt;
 }
 
-json execute(isolate::Sandbox& sandbox, const ExecuteJob& job, unsigned slot, int cancel_fd,
-             ExecuteSummary& summary) {
+json execute(isolate::Sandbox& sandbox, CompileCache* cache, const ExecuteJob& job, unsigned slot,
+             int cancel_fd, ExecuteSummary& summary) {
     const Language& language = *job.language;
     const protocol::ExecuteRequest& request = job.request;
     json body = {{"language", language.name}, {"version", language.version}};
 
     std::vector<isolate::InputFile> artifacts;
     if (language.compile) {
-        isolate::RunSpec spec = base_spec(language, slot, cancel_fd);
-        add_user_files(request, language, spec);
-        spec.argv = expand_argv(*language.compile, job.limits.compile.memory_bytes);
-        spec.env = language.env;
-        spec.limits = job.limits.compile;
-        spec.collect = language.artifacts;
-        isolate::RunResult compiled = sandbox.run(spec);
-        account(compiled, summary);
-
-        std::string missing;
-        if (compiled.status == isolate::Status::ok) {
-            for (const auto& wanted : language.artifacts) {
-                auto found = std::find_if(compiled.collected.begin(), compiled.collected.end(),
-                                          [&](const auto& file) { return file.path == wanted; });
-                if (found == compiled.collected.end()) {
-                    missing = wanted;
-                    break;
-                }
-                artifacts.push_back({found->path, std::move(found->content), found->executable});
-            }
-            if (!missing.empty())
-                compiled.message = "the compiler succeeded but left no " + missing;
+        std::string key;
+        std::shared_ptr<const CachedCompile> cached;
+        if (cache) {
+            key = CompileCache::key_for(language, request, job.limits.compile);
+            cached = cache->find(key);
         }
-        body["compile"] = compile_outcome(compiled);
-        if (compiled.status != isolate::Status::ok || !missing.empty()) {
-            // A sandbox failure or a cancel is not the program's fault: say so, not compile_error.
-            bool ours = compiled.status == isolate::Status::internal_error ||
-                        compiled.status == isolate::Status::cancelled;
-            summary.status = ours ? isolate::to_string(compiled.status) : "compile_error";
-            body["status"] = summary.status;
+        if (cached) {
+            body["compile"] = cached->outcome;
+            body["compile"]["cached"] = true;
+            artifacts = cached->artifacts;
+        } else if (!compile(sandbox, job, slot, cancel_fd, summary, body, artifacts)) {
             return body;
+        } else if (cache) {
+            json outcome = body["compile"];
+            outcome.erase("cached");
+            cache->insert(key, {std::move(outcome), artifacts});
         }
     } else {
         body["compile"] = nullptr;

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "compile_cache.h"
 #include "isolate/sandbox.h"
 #include "languages.h"
 #include "protocol.h"
@@ -33,8 +34,8 @@ struct ExecuteSummary {
 std::optional<std::string> check_against_language(const protocol::ExecuteRequest& request,
                                                   const Language& language);
 
-// The response body of PROTOCOL.md's execute (without id and ok).
-nlohmann::json execute(isolate::Sandbox& sandbox, const ExecuteJob& job, unsigned slot,
-                       int cancel_fd, ExecuteSummary& summary);
+// The response body of PROTOCOL.md's execute (without id and ok). `cache` may be null (off).
+nlohmann::json execute(isolate::Sandbox& sandbox, CompileCache* cache, const ExecuteJob& job,
+                       unsigned slot, int cancel_fd, ExecuteSummary& summary);
 
 }  // namespace sandboxd

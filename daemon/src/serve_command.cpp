@@ -149,7 +149,8 @@ int serve(const ServeOptions& options) {
 
         asio::io_context io;
         Scheduler scheduler(config.slots, config.queue_size);
-        DaemonServices services{config, languages, sandbox, scheduler, log};
+        CompileCache compile_cache(config.compile_cache_bytes);
+        DaemonServices services{config, languages, sandbox, scheduler, compile_cache, log};
         Server server(io, services);
         server.listen();
         server.start_accepting();

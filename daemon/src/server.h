@@ -16,6 +16,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 
+#include "compile_cache.h"
 #include "config.h"
 #include "isolate/sandbox.h"
 #include "languages.h"
@@ -32,6 +33,7 @@ struct DaemonServices {
     const LanguageTable& languages;
     isolate::Sandbox& sandbox;
     Scheduler& scheduler;
+    CompileCache& compile_cache;
     Log& log;
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
     std::atomic<bool> shutting_down{false};

@@ -1,6 +1,7 @@
 // Every op of the protocol against the real daemon, and execute in each of its shapes.
 
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <set>
@@ -231,4 +232,52 @@ TEST_CASE("48 concurrent clients all get their own answers") {
     }
     for (auto& thread : clients) thread.join();
     CHECK(correct == 48);
+}
+
+TEST_CASE("compile cache: the same program compiles once; a changed one compiles again") {
+    Client client(shared_daemon().socket());
+    const std::string code = "#include <stdio.h>\nint main(void) { puts(\"cache " +
+                             std::to_string(::getpid()) + "\"); return 0; }\n";
+    Json first = client.call(execute("c", code));
+    REQUIRE(first["status"] == "ok");
+    CHECK(first["compile"]["cached"] == false);
+    Json second = client.call(execute("c", code, {{"stdin", "other input"}}));
+    CHECK(second["status"] == "ok");
+    CHECK(second["compile"]["cached"] == true);
+    CHECK(second["compile"]["status"] == "ok");
+    CHECK(second["run"]["stdout"] == first["run"]["stdout"]);
+
+    // Any input of the compile makes a different entry: the code, a file, the compile limits.
+    CHECK(client.call(execute("c", code + "\n"))["compile"]["cached"] == false);
+    Json with_file = execute("c", code, {{"files", {{{"path", "extra.h"}, {"content", "x"}}}}});
+    CHECK(client.call(with_file)["compile"]["cached"] == false);
+    CHECK(client.call(with_file)["compile"]["cached"] == true);
+    Json other_limits = execute("c", code, {{"compile_limits", {{"cpu_time_ms", 9000}}}});
+    CHECK(client.call(other_limits)["compile"]["cached"] == false);
+
+    // Failed compiles are not kept: each one reports its own diagnostics afresh.
+    const std::string broken =
+        "int main(void) { return nope" + std::to_string(::getpid()) + "; }\n";
+    CHECK(client.call(execute("c", broken))["compile"]["cached"] == false);
+    CHECK(client.call(execute("c", broken))["compile"]["cached"] == false);
+
+    Json stats = client.call({{"op", "stats"}});
+    CHECK(stats["compile_cache"]["hits"].get<int>() >= 2);
+    CHECK(stats["compile_cache"]["entries"].get<int>() >= 3);
+}
+
+TEST_CASE("compile cache: what a cached artifact's run leaves behind is not in the next run") {
+    Client client(shared_daemon().socket());
+    // The run tries to change its own binary and plant a file next to it; the next run of
+    // the cached artifact must see neither.
+    const std::string code =
+        "#include <stdio.h>\n#include <unistd.h>\n"
+        "int main(void) { printf(\"%d %d\\n\", access(\"planted\", F_OK) == 0,"
+        " access(\"main\", W_OK) == 0); FILE* f = fopen(\"planted\", \"w\"); if (f) fclose(f);"
+        " f = fopen(\"main\", \"w\"); if (f) { fputs(\"junk\", f); fclose(f); } return 0; }\n";
+    Json first = client.call(execute("c", code));
+    Json second = client.call(execute("c", code));
+    CHECK(second["compile"]["cached"] == true);
+    CHECK(first["run"]["stdout"] == second["run"]["stdout"]);
+    CHECK(second["run"]["stdout"].get<std::string>().rfind("0 ", 0) == 0);
 }
