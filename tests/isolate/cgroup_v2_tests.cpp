@@ -281,7 +281,7 @@ TEST_CASE("cgroup v2: pids.peak is reported where the kernel has it" * doctest::
     utsname u{};
     ::uname(&u);
     std::printf("cgroup v2: pids.peak %s on kernel %s\n",
-                has_peak ? "present" : "absent (it came in 6.1); tasks_peak stays 0", u.release);
+                has_peak ? "present" : "absent; tasks_peak stays 0", u.release);
     std::fflush(stdout);
     const pid_t parent = ::fork();
     REQUIRE(parent >= 0);
@@ -321,18 +321,19 @@ TEST_CASE("cgroup v2: a delegated daemon moves itself into a leaf, and refuses t
     CHECK(read_text(service / "cgroup.subtree_control").find_first_not_of(" \n") ==
           std::string::npos);
 
-    // Runs `body` in a child that first moves itself into `service`; returns its exit code.
-    auto in_service = [&](auto body) {
+    // Runs `body` in a child that first moves itself into `dir`; returns its exit code.
+    auto in_cgroup = [&](const stdfs::path& dir, auto body) {
         const pid_t pid = ::fork();
         REQUIRE(pid >= 0);
         if (pid == 0) {
-            std::ofstream(service / "cgroup.procs") << 0 << std::flush;
+            std::ofstream(dir / "cgroup.procs") << 0 << std::flush;
             ::_exit(body());
         }
         const int status = wait_status(pid);
         REQUIRE(WIFEXITED(status));
         return WEXITSTATUS(status);
     };
+    auto in_service = [&](auto body) { return in_cgroup(service, body); };
 
     SUBCASE("alone: it moves into <service>/supervisor and enables the controllers") {
         const int code = in_service([&] {
@@ -383,6 +384,24 @@ TEST_CASE("cgroup v2: a delegated daemon moves itself into a leaf, and refuses t
         CHECK(code == 0);
         ::kill(other, SIGKILL);
         wait_status(other);
+    }
+    SUBCASE("a leaf that someone else called supervisor is just its own cgroup") {
+        // Only a leaf the backend moved itself into makes the parent its own; otherwise it
+        // would build (and clean up) in a cgroup that is not its.
+        stdfs::create_directory(service / "supervisor");
+        std::ofstream(service / "cgroup.subtree_control") << "+memory +pids" << std::flush;
+        const int code = in_cgroup(service / "supervisor", [&] {
+            try {
+                auto backend = cg::detect_backend({.subtree = "daemon", .force = "v2"});
+                if (stdfs::exists(service / "daemon")) return 40;
+                if (!stdfs::is_directory(service / "supervisor" / "daemon")) return 41;
+                return 0;
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "%s\n", e.what());
+                return 42;
+            }
+        });
+        CHECK(code == 0);
     }
     cg::fs::Backoff backoff(std::chrono::milliseconds(2000));
     const cg::fs::Dir parent = cg::fs::open_dir(service.parent_path());
