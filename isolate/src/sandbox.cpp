@@ -306,7 +306,16 @@ void Supervisor::event_loop() {
             throw_errno("poll");
         }
         auto ready = [&](int slot) { return fds[slot].fd >= 0 && fds[slot].revents != 0; };
-        if (ready(kListener)) handle_listener();
+        if (ready(kListener)) {
+            // Only POLLIN means a notification is waiting. POLLHUP alone means every
+            // filtered task is gone; NOTIF_RECV then blocks forever on Debian 12's 6.1
+            // kernel (seen in scripts/vm-test) instead of failing, so drop the listener.
+            if (fds[kListener].revents & POLLIN) {
+                handle_listener();
+            } else {
+                listener_.reset();
+            }
+        }
         if (ready(kControl)) handle_control();
         if (ready(kStdout))
             handle_output(stdout_.read_end, result_.stdout_data, result_.stdout_truncated);

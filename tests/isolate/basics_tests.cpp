@@ -8,7 +8,7 @@
 
 using isolate::Status;
 
-TEST_CASE("hello world prints and exits 0") {
+TEST_CASE("hello world prints and exits 0" * doctest::test_suite("vm")) {
     auto result = test::sandbox().run(test::probe({"hello"}));
     INFO(result.message, " ", result.stderr_data);
     CHECK(result.status == Status::ok);

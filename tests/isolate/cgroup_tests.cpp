@@ -26,6 +26,7 @@
 // The parsers are internal to the library but worth testing on inputs this host lacks
 // (co-mounted controllers, escaped mount points).
 #include "cgroup/cgroup_fs.h"
+#include "isolate/support.h"
 
 namespace {
 
@@ -167,7 +168,8 @@ double thread_cpu_ms() {
 
 struct TestBackend {
     std::string subtree = unique_subtree();
-    std::unique_ptr<cg::Backend> backend = cg::detect_backend({.subtree = subtree});
+    std::unique_ptr<cg::Backend> backend =
+        cg::detect_backend({.subtree = subtree, .force = test::forced_cgroup_backend()});
 };
 
 // Becomes the reaper of orphaned grandchildren for as long as it lives, so a test can
@@ -178,6 +180,9 @@ struct Subreaper {
 };
 
 }  // namespace
+
+// Every test here needs real cgroups, so scripts/vm-test runs them in its cgroup v2 guest.
+TEST_SUITE_BEGIN("vm");
 
 TEST_CASE("cgroup detect_backend picks the backend this host supports") {
     const std::string subtree = unique_subtree();
@@ -492,3 +497,5 @@ TEST_CASE("cgroup parsers read /proc/self/cgroup and mountinfo lines") {
     CHECK(fs::has_word("cpuset cpu io memory pids\n", "cpu"));
     CHECK_FALSE(fs::has_word("cpuset io memory\n", "cpu"));
 }
+
+TEST_SUITE_END();

@@ -285,7 +285,8 @@ TEST_CASE("kill(-1, SIGKILL) inside harms nothing outside") {
     waitpid(bystander, nullptr, 0);
 }
 
-TEST_CASE("a setsid'd, double-forked sleep is gone once the run returns") {
+TEST_CASE("a setsid'd, double-forked sleep is gone once the run returns" *
+          doctest::test_suite("vm")) {
     auto spec = test::probe({"daemon", "1000"});
     spec.slot = 7;
     auto result = test::sandbox().run(spec);

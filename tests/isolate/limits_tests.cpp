@@ -10,7 +10,7 @@
 
 using isolate::Status;
 
-TEST_CASE("a busy loop is stopped at its CPU budget, not much later") {
+TEST_CASE("a busy loop is stopped at its CPU budget, not much later" * doctest::test_suite("vm")) {
     auto spec = test::probe({"spin", "0"});
     spec.limits.cpu_time_ms = 1000;
     auto result = test::sandbox().run(spec);
@@ -20,7 +20,7 @@ TEST_CASE("a busy loop is stopped at its CPU budget, not much later") {
     CHECK(result.signal == SIGKILL);
 }
 
-TEST_CASE("CPU time is summed over threads") {
+TEST_CASE("CPU time is summed over threads" * doctest::test_suite("vm")) {
     auto spec = test::probe({"spin", "0", "2"});
     spec.limits.cpu_time_ms = 1000;
     auto result = test::sandbox().run(spec);
@@ -29,17 +29,19 @@ TEST_CASE("CPU time is summed over threads") {
     CHECK(result.cpu_time_ms <= 1100);
 }
 
-TEST_CASE("sleeping past the wall time is wall_time_limit") {
+TEST_CASE("sleeping past the wall time is wall_time_limit" * doctest::test_suite("vm")) {
     auto spec = test::probe({"sleep", "10000"});
     spec.limits.wall_time_ms = 300;
     auto result = test::sandbox().run(spec);
     CHECK(result.status == Status::wall_time_limit);
     CHECK(result.wall_time_ms >= 300);
     CHECK(result.wall_time_ms < 1000);
-    CHECK(result.cpu_time_ms < 100);
+    // Sleeping is not CPU time. The figure still includes exec and teardown, which take
+    // ~100 ms in scripts/vm-test's emulated guest, so compare with the wall time.
+    CHECK(result.cpu_time_ms < result.wall_time_ms / 2);
 }
 
-TEST_CASE("a heap hog is memory_limit") {
+TEST_CASE("a heap hog is memory_limit" * doctest::test_suite("vm")) {
     auto spec = test::probe({"hog", "1024"});
     spec.limits.memory_bytes = 64 << 20;
     auto result = test::sandbox().run(spec);
@@ -48,7 +50,8 @@ TEST_CASE("a heap hog is memory_limit") {
     CHECK(result.memory_bytes <= 64u << 20);
 }
 
-TEST_CASE("a fork bomb is contained by max_processes and hurts nothing") {
+TEST_CASE("a fork bomb is contained by max_processes and hurts nothing" *
+          doctest::test_suite("vm")) {
     SUBCASE("forks stop at the limit") {
         auto spec = test::probe({"forkcount"});
         spec.limits.max_processes = 16;
@@ -74,7 +77,7 @@ TEST_CASE("a fork bomb is contained by max_processes and hurts nothing") {
     }
 }
 
-TEST_CASE("a thread bomb is contained by max_processes") {
+TEST_CASE("a thread bomb is contained by max_processes" * doctest::test_suite("vm")) {
     auto spec = test::probe({"threadbomb"});
     spec.limits.max_processes = 20;
     auto result = test::sandbox().run(spec);
@@ -126,7 +129,7 @@ TEST_CASE("filling /tmp stops at the tmpfs size") {
     CHECK(std::string(error) == "ENOSPC");
 }
 
-TEST_CASE("the cpus cap slows a two-thread loop to one core") {
+TEST_CASE("the cpus cap slows a two-thread loop to one core" * doctest::test_suite("vm")) {
     auto spec = test::probe({"spin", "300", "2"});
     spec.limits.cpus = 1.0;
     auto result = test::sandbox().run(spec);
@@ -135,7 +138,7 @@ TEST_CASE("the cpus cap slows a two-thread loop to one core") {
     CHECK(result.wall_time_ms >= 500);
 }
 
-TEST_CASE("cancel_fd stops a run") {
+TEST_CASE("cancel_fd stops a run" * doctest::test_suite("vm")) {
     int fds[2];
     REQUIRE(pipe(fds) == 0);
     REQUIRE(write(fds[1], "x", 1) == 1);

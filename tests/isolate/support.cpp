@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -56,10 +57,16 @@ const std::string& cgroup_subtree() {
     return name;
 }
 
+std::string forced_cgroup_backend() {
+    const char* value = std::getenv("SBX_CGROUP_BACKEND");
+    return value ? value : "";
+}
+
 isolate::Sandbox& sandbox() {
     static isolate::Sandbox instance = [] {
         isolate::cgroup::BackendOptions options;
         options.subtree = cgroup_subtree();
+        options.force = forced_cgroup_backend();
         return isolate::Sandbox(isolate::SandboxConfig{}, isolate::cgroup::detect_backend(options));
     }();
     return instance;

@@ -16,6 +16,9 @@ isolate::Sandbox& sandbox();
 std::shared_ptr<const isolate::SeccompFilter> default_filter();
 // The cgroup subtree this test binary uses (unique per process).
 const std::string& cgroup_subtree();
+// SBX_CGROUP_BACKEND ("v1", "v2" or unset): the backend every test must use. scripts/vm-test
+// sets v2 so that nothing can quietly fall back to another backend.
+std::string forced_cgroup_backend();
 
 // A spec that runs `sbx-probe args...` with the default profile and roomy limits.
 isolate::RunSpec probe(std::vector<std::string> args);

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 
 #include "isolate/error.h"
 
@@ -24,6 +25,22 @@ constexpr auto kTeardownBudget = 2000ms;
 // controllers for children (cgroup2's no-internal-processes rule), as systemd expects of
 // a service with Delegate=yes.
 constexpr const char* kSupervisor = "supervisor";
+
+// The cgroup this process moved itself out of into <it>/supervisor (step 3 below). Only
+// then is <it> ours to build in while we sit in the leaf; a cgroup that merely happens to
+// be called "supervisor" says nothing. Inherited by fork, like the cgroup itself.
+std::mutex moved_from_mutex;
+std::filesystem::path moved_from;
+
+std::filesystem::path get_moved_from() {
+    std::lock_guard lock(moved_from_mutex);
+    return moved_from;
+}
+
+void set_moved_from(const std::filesystem::path& own) {
+    std::lock_guard lock(moved_from_mutex);
+    moved_from = own;
+}
 
 bool populated(int dirfd) noexcept {
     try {
@@ -217,8 +234,9 @@ void V2RunCgroup::kill_all() noexcept {
 //  3. else move this process (only it: writing "0" moves the caller) into the leaf
 //     <own>/supervisor and enable them in <own>. If that still fails with EBUSY, processes
 //     we did not start share our cgroup, and we refuse to move them.
-// A process found in <own>/supervisor whose parent already enables the controllers was put
-// there by step 3 (an earlier backend in this process), so the parent counts as its own.
+// A process in <own>/supervisor that step 3 (an earlier backend in this process, or in the
+// parent it was forked from) put there, with <own> still enabling the controllers, counts
+// <own> as its own. Any other leaf, whatever its name, is just our cgroup.
 V2Backend::V2Backend(const std::string& subtree, const V2Location& location)
     : layout_(std::make_shared<V2Layout>()), subtree_(subtree) {
     fs::check_name(subtree, "subtree name");
@@ -230,7 +248,8 @@ V2Backend::V2Backend(const std::string& subtree, const V2Location& location)
 
     fs::Dir own = fs::open_dir(location.own_dir);
     const bool is_root = location.own_path == "/";
-    if (!is_root && location.own_dir.filename() == kSupervisor) {
+    if (!is_root && location.own_dir.filename() == kSupervisor &&
+        get_moved_from() == location.own_dir.parent_path()) {
         fs::Dir parent = fs::open_dir(location.own_dir.parent_path());
         if (has_all(fs::read_file_at(parent, "cgroup.subtree_control"), wanted))
             own = std::move(parent);
@@ -250,6 +269,7 @@ V2Backend::V2Backend(const std::string& subtree, const V2Location& location)
                 throw_errno("cannot move sandboxd into " + supervisor.path.string(), moved);
             }
             err = fs::try_write_file_at(own.fd.get(), "cgroup.subtree_control", layout_->enable);
+            if (err == 0) set_moved_from(own.path);
             if (err == EBUSY) {
                 // Put things back as they were before refusing.
                 fs::try_write_file_at(own.fd.get(), "cgroup.procs", "0");
