@@ -1,0 +1,134 @@
+// Every language of the per-language rootfs (scripts/build-rootfs), through the real daemon:
+// hello world, stdin echo, a runtime error with its exit code, a compile error for compiled
+// languages, and a memory-limit case. SBX_ROOTFS_DIR names the built rootfs directory;
+// scripts/test sets it after building them.
+
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "harness.h"
+
+using namespace test;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct LanguageCase {
+    const char* name;
+    const char* hello;
+    const char* echo;
+    const char* exit3;
+    const char* compile_error;  // nullptr for interpreted languages
+    const char* memory_hog;     // touches far more than 128 MiB
+};
+
+const LanguageCase kLanguages[] = {
+    {"python", "print('hello')", "import sys\nsys.stdout.write(sys.stdin.read())",
+     "import sys\nsys.exit(3)", nullptr, "x = bytearray(512 << 20)\nprint(len(x))"},
+    {"bash", "echo hello", "cat", "exit 3", nullptr,
+     "a=$(head -c 300000000 /dev/zero | tr '\\0' x); echo ${#a}"},
+    {"c", "#include <stdio.h>\nint main(void) { puts(\"hello\"); return 0; }\n",
+     "#include <stdio.h>\nint main(void) { int c; while ((c = getchar()) != EOF) putchar(c); "
+     "return 0; }\n",
+     "#include <stdlib.h>\nint main(void) { exit(3); }\n", "int main(void) { return nope; }\n",
+     "#include <stdlib.h>\n#include <stdio.h>\nint main(void) { volatile char* p = malloc(512u << "
+     "20); for (unsigned i = 0; i < (512u << 20); i += 4096) p[i] = 1; printf(\"%d\\n\", "
+     "p[4096]); return 0; }\n"},
+    {"cpp", "#include <iostream>\nint main() { std::cout << \"hello\\n\"; }\n",
+     "#include <iostream>\nint main() { std::cout << std::cin.rdbuf(); }\n",
+     "#include <cstdlib>\nint main() { std::exit(3); }\n", "int main() { return nope; }\n",
+     "#include <vector>\n#include <iostream>\nint main() { std::vector<char> v(512u << 20, 1); "
+     "std::cout << int(v[12345]) << '\\n'; }\n"},
+    {"go", "package main\nimport \"fmt\"\nfunc main() { fmt.Println(\"hello\") }\n",
+     "package main\nimport (\"io\"; \"os\")\nfunc main() { io.Copy(os.Stdout, os.Stdin) }\n",
+     "package main\nimport \"os\"\nfunc main() { os.Exit(3) }\n",
+     "package main\nfunc main() { return nope }\n",
+     "package main\nimport \"fmt\"\nfunc main() { b := make([]byte, 512<<20); for i := range b "
+     "{ b[i] = 1 }; fmt.Println(b[12345]) }\n"},
+    {"javascript", "console.log('hello')", "process.stdin.pipe(process.stdout)", "process.exit(3)",
+     nullptr, "const b = Buffer.alloc(512 * 1024 * 1024, 1); console.log(b[12345])"},
+    {"java",
+     "public class Main { public static void main(String[] a) { System.out.println(\"hello\"); "
+     "} }\n",
+     "public class Main { public static void main(String[] a) throws Exception { "
+     "System.in.transferTo(System.out); } }\n",
+     "public class Main { public static void main(String[] a) { System.exit(3); } }\n",
+     "public class Main { public static void main(String[] a) { return nope; } }\n",
+     "public class Main { public static void main(String[] a) { byte[] b = new byte[512 << 20]; "
+     "java.util.Arrays.fill(b, (byte) 1); System.out.println(b[12345]); } }\n"},
+    {"rust", "fn main() { println!(\"hello\"); }\n",
+     "use std::io::*;\nfn main() { let mut s = String::new(); stdin().read_to_string(&mut "
+     "s).unwrap(); print!(\"{}\", s); }\n",
+     "fn main() { std::process::exit(3); }\n", "fn main() { return nope; }\n",
+     "fn main() { let v = vec![1u8; 512 << 20]; println!(\"{}\", v[12345]); }\n"},
+};
+
+const char* rootfs_dir() {
+    return std::getenv("SBX_ROOTFS_DIR");
+}
+
+Daemon& rootfs_daemon() {
+    static Daemon daemon([] {
+        DaemonOptions options;
+        options.with_languages = false;
+        options.extra_args = {"--language-dir", rootfs_dir()};
+        return options;
+    }());
+    return daemon;
+}
+
+Json run(Client& client, const std::string& language, const std::string& code, Json extra = {}) {
+    Json request = execute(language, code, std::move(extra));
+    if (!request.contains("limits")) request["limits"] = Json::object();
+    request["limits"]["wall_time_ms"] = 20000;
+    request["limits"]["cpu_time_ms"] = 10000;
+    return client.call(request, 120s);
+}
+
+}  // namespace
+
+TEST_CASE("every language of the built rootfs: hello, stdin, exit code, compile error, memory") {
+    if (!rootfs_dir()) {
+        // Developers may run daemon_tests without the rootfs; scripts/test always sets it.
+        MESSAGE("SBX_ROOTFS_DIR is not set: skipping the per-language rootfs tests");
+        return;
+    }
+    Client client(rootfs_daemon().socket());
+    Json languages = client.call({{"op", "languages"}})["languages"];
+    for (const auto& language : kLanguages) {
+        CAPTURE(language.name);
+        auto listed = std::find_if(languages.begin(), languages.end(),
+                                   [&](const Json& l) { return l["name"] == language.name; });
+        REQUIRE_MESSAGE(listed != languages.end(), language.name << " is not installed");
+        // The version is the toolchain's own, from the manifest the builder wrote.
+        std::ifstream manifest(fs::path(rootfs_dir()) / language.name / "manifest.json");
+        CHECK((*listed)["version"] == Json::parse(manifest)["version"]);
+        CHECK((*listed)["compiled"] == (language.compile_error != nullptr));
+
+        Json hello = run(client, language.name, language.hello);
+        CHECK_MESSAGE(hello["status"] == "ok", hello.dump().substr(0, 2000));
+        CHECK(hello["run"]["stdout"] == "hello\n");
+
+        Json echo = run(client, language.name, language.echo, {{"stdin", "one\ntwo ü\n"}});
+        CHECK_MESSAGE(echo["status"] == "ok", echo.dump().substr(0, 2000));
+        CHECK(echo["run"]["stdout"] == "one\ntwo ü\n");
+
+        Json failed = run(client, language.name, language.exit3);
+        CHECK(failed["status"] == "runtime_error");
+        CHECK(failed["run"]["exit_code"] == 3);
+
+        if (language.compile_error) {
+            Json broken = run(client, language.name, language.compile_error);
+            CHECK(broken["status"] == "compile_error");
+            CHECK_MESSAGE(
+                broken["compile"]["stderr"].get<std::string>().find("nope") != std::string::npos,
+                broken["compile"].dump().substr(0, 2000));
+        }
+
+        Json hog = run(client, language.name, language.memory_hog,
+                       {{"limits", {{"memory_bytes", 128 << 20}}}});
+        CHECK_MESSAGE(hog["status"] == "memory_limit", hog.dump().substr(0, 2000));
+    }
+}
