@@ -1,16 +1,11 @@
-import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.List;
 
-// Holds 1 GiB of touched memory, far above the run's limit.
+// One 768 MiB array, far above the run's limit. With -Xmx at the limit the JVM would refuse
+// it with OutOfMemoryError (a runtime_error); the run must end as memory_limit instead.
 public class Main {
     public static void main(String[] args) {
-        List<byte[]> chunks = new ArrayList<>();
-        for (int i = 0; i < 1024; i++) {
-            byte[] c = new byte[1 << 20];
-            Arrays.fill(c, (byte) 'x');
-            chunks.add(c);
-        }
-        System.out.println("allocated " + chunks.size() + " MiB");
+        byte[] big = new byte[768 << 20];
+        Arrays.fill(big, (byte) 'x');
+        System.out.println("allocated " + (big.length >> 20) + " MiB");
     }
 }
