@@ -1,0 +1,1 @@
+raise ValueError("deliberate runtime error")
