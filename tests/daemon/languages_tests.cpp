@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 
 #include "harness.h"
 
@@ -125,6 +126,19 @@ TEST_CASE("every language of the built rootfs: hello, stdin, exit code, compile 
             CHECK_MESSAGE(
                 broken["compile"]["stderr"].get<std::string>().find("nope") != std::string::npos,
                 broken["compile"].dump().substr(0, 2000));
+        }
+
+        // Runtimes that need threads (goroutines on OS threads, the JVM, node's workers) get
+        // them under the default seccomp profile and the language's process limit.
+        fs::path threads = fs::path(SBX_SOURCE_DIR) / "tests/rootfs/programs" / language.name;
+        for (const char* file : {"threads.go", "threads.java", "threads.js"}) {
+            if (!fs::exists(threads / file)) continue;
+            std::ifstream in(threads / file);
+            std::string code((std::istreambuf_iterator<char>(in)), {});
+            Json threaded = run(client, language.name, code);
+            CHECK_MESSAGE(threaded["status"] == "ok", threaded.dump().substr(0, 2000));
+            CHECK(threaded["run"]["stdout"].get<std::string>().find("threads ok") !=
+                  std::string::npos);
         }
 
         Json hog = run(client, language.name, language.memory_hog,
