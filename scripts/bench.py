@@ -218,6 +218,7 @@ def main():
                     help="time bound of each throughput/latency measurement")
     ap.add_argument("--footprint-seconds", type=float, default=180.0)
     ap.add_argument("--header", default="")
+    ap.add_argument("--daemon-log", default="")
     args = ap.parse_args()
     pid = args.daemon_pid
     W = args.workers
@@ -314,6 +315,27 @@ def main():
     row("compile cache: same again, median",
         f"{ms(hit_med):.1f} ms ({len(hits)} runs, {sum(hit_flags)} cached+ok)",
         "first", fmt_ratio(cold_ns / hit_med) if hits else "n/a", ">= 20x")
+
+    # The daemon's own account of each bash run: total_ms (request parsed to answer ready)
+    # and wall_ms (the program, execve to exit); the difference is the sandbox's overhead.
+    if args.daemon_log:
+        totals, walls = [], []
+        with open(args.daemon_log) as f:
+            for line in f:
+                if "event=request" not in line or "language=bash" not in line:
+                    continue
+                kv = dict(item.split("=", 1) for item in line.split() if "=" in item)
+                if kv.get("status") == "ok" and "total_ms" in kv and "wall_ms" in kv:
+                    totals.append(float(kv["total_ms"]))
+                    walls.append(float(kv["wall_ms"]))
+        if totals:
+            over = [t - w for t, w in zip(totals, walls)]
+            row("daemon log, bash runs: total_ms p50 (p99)",
+                f"{statistics.median(totals):.2f} ms ({pct(totals, 99):.2f})"
+                f" of which program wall p50 {statistics.median(walls):.2f} ms", "", "", "")
+            row("daemon log: total - program wall, p50 (p99)",
+                f"{statistics.median(over):.2f} ms ({pct(over, 99):.2f})  = sandbox overhead",
+                "", "", "")
 
     errors = []
     for name, r in (("bare", bare), ("bwrap", bw), ("sandboxd", sd), ("latency", lat),
