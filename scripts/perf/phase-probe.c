@@ -10,6 +10,7 @@
 // cgroups are created only below this process's own cgroup, in bench-probe-<pid>, and
 // removed at the end. Needs root.
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
@@ -34,7 +35,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <dirent.h>
 
 static int iters = 200;
 static const char* rootfs = "/var/lib/sandboxd/rootfs/bash/root";
@@ -102,7 +102,10 @@ static void map_ids(pid_t pid) {
 // teardown (cleanup_net, free_user_ns, ...) is charged. Threads that exit in between lose
 // their share, so only threads present at both snapshots count: an underestimate.
 #define MAXK 4096
-static struct { int pid; int64_t ns; } kw_snap[MAXK];
+static struct {
+    int pid;
+    int64_t ns;
+} kw_snap[MAXK];
 static int kw_n;
 
 static int64_t kworker_scan(int snapshot) {
@@ -229,10 +232,10 @@ static void test_ns(void) {
         {"PID|NS (root, no userns)", CLONE_NEWPID | CLONE_NEWNS},
         {"USER|PID|IPC", CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWIPC},
         {"USER|NS|IPC", CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC},
-        {"sandboxd's set without NET", CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS |
-                                           CLONE_NEWIPC | CLONE_NEWUTS},
-        {"sandboxd's set (USER|PID|NS|NET|IPC|UTS)", CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS |
-                                                        CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS},
+        {"sandboxd's set without NET",
+         CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS},
+        {"sandboxd's set (USER|PID|NS|NET|IPC|UTS)",
+         CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS},
         {"NET alone (root, no userns)", CLONE_NEWNET},
     };
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; ++i) {
@@ -441,8 +444,8 @@ static void test_cgv2(void) {
             if (rmdir_retry(dir) != 0) die(dir);
             rm[i] = now_ns() - r0;
         }
-        printf(" variant: %s\n", variant == 0 ? "clone3, then pid -> cgroup.procs"
-                                               : "clone3(CLONE_INTO_CGROUP)");
+        printf(" variant: %s\n",
+               variant == 0 ? "clone3, then pid -> cgroup.procs" : "clone3(CLONE_INTO_CGROUP)");
         report("mkdir + open", mk, iters);
         report("clone3", cl, iters);
         if (variant == 0) report("write cgroup.procs", att, iters);
@@ -455,16 +458,40 @@ static void test_cgv2(void) {
 // ------------------------------------------------------------------------------ mounts
 
 enum {
-    S_PRIVATE, S_BIND_ROOT, S_REMOUNT_ROOT, S_PROC, S_PROC_SYS, S_DEV_TMPFS, S_DEV_NODES,
-    S_DEV_LINKS_SHM, S_DEV_RO, S_TMP, S_BOX, S_PIVOT, S_DETACH, S_HOSTNAME, S_SECCOMP,
-    S_FORK_EXEC_WAIT, S_COUNT
+    S_PRIVATE,
+    S_BIND_ROOT,
+    S_REMOUNT_ROOT,
+    S_PROC,
+    S_PROC_SYS,
+    S_DEV_TMPFS,
+    S_DEV_NODES,
+    S_DEV_LINKS_SHM,
+    S_DEV_RO,
+    S_TMP,
+    S_BOX,
+    S_PIVOT,
+    S_DETACH,
+    S_HOSTNAME,
+    S_SECCOMP,
+    S_FORK_EXEC_WAIT,
+    S_COUNT
 };
-static const char* step_names[S_COUNT] = {
-    "make / private (MS_REC)", "bind rootfs", "remount rootfs ro (+statfs)", "mount proc",
-    "bind+remount /proc/sys ro", "mount /dev tmpfs", "5 device nodes (create+bind)",
-    "dev symlinks + /dev/shm tmpfs", "remount /dev ro", "mount /tmp tmpfs", "mount /box tmpfs",
-    "chdir + pivot_root", "umount2(old root, MNT_DETACH)", "sethostname+setdomainname",
-    "seccomp filter (194 insns, NEW_LISTENER)", "fork + exec bash -c : + wait"};
+static const char* step_names[S_COUNT] = {"make / private (MS_REC)",
+                                          "bind rootfs",
+                                          "remount rootfs ro (+statfs)",
+                                          "mount proc",
+                                          "bind+remount /proc/sys ro",
+                                          "mount /dev tmpfs",
+                                          "5 device nodes (create+bind)",
+                                          "dev symlinks + /dev/shm tmpfs",
+                                          "remount /dev ro",
+                                          "mount /tmp tmpfs",
+                                          "mount /box tmpfs",
+                                          "chdir + pivot_root",
+                                          "umount2(old root, MNT_DETACH)",
+                                          "sethostname+setdomainname",
+                                          "seccomp filter (194 insns, NEW_LISTENER)",
+                                          "fork + exec bash -c : + wait"};
 
 static int remount_ro(const char* target) {
     struct statfs st;
@@ -486,7 +513,8 @@ static int install_filter(void) {
     insns[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0xc000003e, 1, 0);
     insns[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
     insns[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0);  // nr
-    while (n < 192) insns[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 10000 + n, 1, 0);
+    while (n < 192)
+        insns[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 10000 + n, 1, 0);
     insns[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
     insns[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF);
     struct sock_fprog prog = {(unsigned short)n, insns};
@@ -499,12 +527,12 @@ static int install_filter(void) {
 
 static int child_mounts(int64_t* t) {
     int64_t s = now_ns();
-#define STEP(i, expr)                                     \
-    do {                                                  \
-        if ((expr) != 0) return 100 + i;                  \
-        int64_t e = now_ns();                             \
-        t[i] = e - s;                                     \
-        s = e;                                            \
+#define STEP(i, expr)                    \
+    do {                                 \
+        if ((expr) != 0) return 100 + i; \
+        int64_t e = now_ns();            \
+        t[i] = e - s;                    \
+        s = e;                           \
     } while (0)
     char p[600];
     STEP(S_PRIVATE, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
@@ -524,8 +552,10 @@ static int child_mounts(int64_t* t) {
             snprintf(src, sizeof src, "/dev/%s", devs[i]);
             snprintf(dst, sizeof dst, "%s/dev/%s", rootfs, devs[i]);
             int fd = open(dst, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
-            if (fd < 0) rc = 1;
-            else close(fd);
+            if (fd < 0)
+                rc = 1;
+            else
+                close(fd);
             if (!rc && mount(src, dst, NULL, MS_BIND, NULL)) rc = 1;
         }
         STEP(S_DEV_NODES, rc);
@@ -534,15 +564,17 @@ static int child_mounts(int64_t* t) {
         char d[700];
         snprintf(d, sizeof d, "%s/dev", rootfs);
         int fd = open(d, O_PATH | O_DIRECTORY);
-        int rc = fd < 0 || symlinkat("/proc/self/fd", fd, "fd") || symlinkat("/proc/self/fd/0", fd, "stdin") ||
-                 symlinkat("/proc/self/fd/1", fd, "stdout") || symlinkat("/proc/self/fd/2", fd, "stderr") ||
-                 mkdirat(fd, "shm", 0755);
+        int rc = fd < 0 || symlinkat("/proc/self/fd", fd, "fd") ||
+                 symlinkat("/proc/self/fd/0", fd, "stdin") ||
+                 symlinkat("/proc/self/fd/1", fd, "stdout") ||
+                 symlinkat("/proc/self/fd/2", fd, "stderr") || mkdirat(fd, "shm", 0755);
         close(fd);
         snprintf(d, sizeof d, "%s/dev/shm", rootfs);
         STEP(S_DEV_LINKS_SHM, rc || mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m"));
     }
     snprintf(p, sizeof p, "%s/dev", rootfs);
-    STEP(S_DEV_RO, mount(NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL));
+    STEP(S_DEV_RO,
+         mount(NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL));
     snprintf(p, sizeof p, "%s/tmp", rootfs);
     STEP(S_TMP, mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=1777"));
     snprintf(p, sizeof p, "%s/box", rootfs);
@@ -569,7 +601,8 @@ static int child_mounts(int64_t* t) {
 static void test_mounts(void) {
     printf("mounts: pid 1's steps as init.cpp/mounts.cpp do them, rootfs %s\n", rootfs);
     uint64_t flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
-    int64_t* shared = mmap(NULL, 4096 * 4, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    int64_t* shared =
+        mmap(NULL, 4096 * 4, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     int64_t* steps[S_COUNT];
     for (int s = 0; s < S_COUNT; ++s) steps[s] = calloc(iters, 8);
     int64_t *exitr = calloc(iters, 8), *total = calloc(iters, 8);
@@ -614,7 +647,8 @@ static void test_mounts(void) {
 // A pool of pre-created network namespaces, joined with setns by the cloning thread (which
 // is still in the host's user namespace), then clone3 without CLONE_NEWNET.
 static void test_netpool(void) {
-    printf("netpool: fresh netns per run via clone3(NEWNET) vs. a pre-created one joined by setns\n");
+    printf(
+        "netpool: fresh netns per run via clone3(NEWNET) vs. a pre-created one joined by setns\n");
     uint64_t base = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
     int host = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
     int64_t *mk = calloc(iters, 8), *cl = calloc(iters, 8), *lo = calloc(iters, 8);
@@ -661,30 +695,45 @@ static void test_netpool(void) {
 int main(int argc, char** argv) {
     int opt;
     while ((opt = getopt(argc, argv, "n:r:u:g:")) != -1) {
-        if (opt == 'n') iters = atoi(optarg);
-        else if (opt == 'r') rootfs = optarg;
-        else if (opt == 'g') gap_ms = atoi(optarg);
-        else if (opt == 'u') uid_base = (unsigned)strtoul(optarg, NULL, 10);
+        if (opt == 'n')
+            iters = atoi(optarg);
+        else if (opt == 'r')
+            rootfs = optarg;
+        else if (opt == 'g')
+            gap_ms = atoi(optarg);
+        else if (opt == 'u')
+            uid_base = (unsigned)strtoul(optarg, NULL, 10);
         else {
-            fprintf(stderr, "usage: %s [-n ITER] [-g GAP_MS] [-r ROOTFS] [-u UID] [fork ns cgv1 cgv2 mounts netpool]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [-n ITER] [-g GAP_MS] [-r ROOTFS] [-u UID] [fork ns cgv1 cgv2 "
+                    "mounts netpool]\n",
+                    argv[0]);
             return 2;
         }
     }
     if (iters < 1 || iters > 100000) return 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    printf("phase-probe: %d iterations each, %d ms apart in the cgroup tests; median and p90 in us; load avg %.2f at start\n", iters, gap_ms,
-           loadavg1());
+    printf(
+        "phase-probe: %d iterations each, %d ms apart in the cgroup tests; median and p90 in us; "
+        "load avg %.2f at start\n",
+        iters, gap_ms, loadavg1());
     printf("  %-52s %9s %9s\n", "", "median", "p90");
     const char* all[] = {"fork", "ns", "cgv1", "cgv2", "mounts", "netpool"};
     int n = optind < argc ? argc - optind : 6;
     for (int i = 0; i < n; ++i) {
         const char* t = optind < argc ? argv[optind + i] : all[i];
-        if (!strcmp(t, "fork")) test_fork();
-        else if (!strcmp(t, "ns")) test_ns();
-        else if (!strcmp(t, "cgv1")) test_cgv1();
-        else if (!strcmp(t, "cgv2")) test_cgv2();
-        else if (!strcmp(t, "mounts")) test_mounts();
-        else if (!strcmp(t, "netpool")) test_netpool();
+        if (!strcmp(t, "fork"))
+            test_fork();
+        else if (!strcmp(t, "ns"))
+            test_ns();
+        else if (!strcmp(t, "cgv1"))
+            test_cgv1();
+        else if (!strcmp(t, "cgv2"))
+            test_cgv2();
+        else if (!strcmp(t, "mounts"))
+            test_mounts();
+        else if (!strcmp(t, "netpool"))
+            test_netpool();
         else {
             fprintf(stderr, "unknown test %s\n", t);
             return 2;
