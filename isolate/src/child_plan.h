@@ -39,6 +39,8 @@ struct ChildPlan {
     int stdin_fd = -1;
     int stdout_fd = -1;
     int stderr_fd = -1;
+    // v1: `tasks` files pid 1 writes "0" to, to join its cgroup (RunCgroup::self_join_fds).
+    std::vector<int> cgroup_join_fds;
 
     uid_t inside_id = 1000;
 
@@ -69,6 +71,7 @@ struct ChildPlan {
 // The steps the child reports when one fails; names live in child_steps.cpp.
 enum class ChildStep : std::uint32_t {
     wait_for_go,
+    join_cgroup,
     cgroup_namespace,
     make_mounts_private,
     bind_rootfs,

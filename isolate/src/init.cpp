@@ -118,6 +118,15 @@ bool supervisor_gone(int control_fd) noexcept {
 void run_init(const ChildPlan& plan) noexcept {
     // If the supervisor's thread dies, so does the whole sandbox (pid 1 takes it down).
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) ::_exit(125);
+    // v1: join the run's cgroup before anything else runs here. Not joining is fatal: nothing
+    // may run outside its limits.
+    for (int fd : plan.cgroup_join_fds) {
+        if (::write(fd, "0", 1) != 1) {
+            ChildFailure failure;
+            fail(failure, ChildStep::join_cgroup);
+            die_reporting(plan, failure);
+        }
+    }
     close_all_except(plan.control_fd, plan.stdin_fd, plan.stdout_fd, plan.stderr_fd);
     // EOF here means the supervisor gave up (or died) before the sandbox was ready.
     if (!wait_for_go(plan.control_fd)) ::_exit(125);

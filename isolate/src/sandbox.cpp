@@ -244,6 +244,7 @@ void Supervisor::start() {
     plan_.stdin_fd = stdin_.read_end.get();
     plan_.stdout_fd = stdout_.write_end.get();
     plan_.stderr_fd = stderr_.write_end.get();
+    plan_.cgroup_join_fds = cgroup_->self_join_fds();
     phase_timer_ = make_timer();
     cpu_timer_ = make_timer();
     arm_timer(phase_timer_.get(), std::chrono::milliseconds(config_.setup_timeout_ms));
@@ -274,7 +275,9 @@ void Supervisor::start() {
     std::string proc = "/proc/" + std::to_string(pid);
     write_file(proc + "/uid_map", map);
     write_file(proc + "/gid_map", map);
-    if (cgroup_->clone_into_fd() < 0) cgroup_->attach(process_->pid());
+    // v1 without self-join descriptors (none today): move it from here, at a lock's cost.
+    if (cgroup_->clone_into_fd() < 0 && plan_.cgroup_join_fds.empty())
+        cgroup_->attach(process_->pid());
 
     set_nonblocking(stdin_.write_end.get());
     set_nonblocking(stdout_.read_end.get());

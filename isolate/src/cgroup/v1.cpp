@@ -243,18 +243,38 @@ void V1RunCgroup::build(const CgroupLimits& limits) {
         }
         return fd;
     };
+    // Opened here, as root, for the sandbox's pid 1 to join with; the kernel checks the
+    // credentials of the opener.
+    for (std::size_t i : join_order()) {
+        UniqueFd fd = fs::open_file_at(dirs_[i].fd.get(), "tasks", O_WRONLY);
+        if (!fd) {
+            const int err = errno;
+            throw_errno("open " + (dirs_[i].path / "tasks").string(), err);
+        }
+        tasks_.push_back(std::move(fd));
+    }
     cpuacct_usage_ = open_ro(dirs_[layout_->cpuacct], "cpuacct.usage");
     memory_max_usage_ = open_ro(memory, "memory.max_usage_in_bytes");
     oom_control_ = open_ro(memory, "memory.oom_control");
 }
 
+// The freezer first, so that a kill_all() racing with a move sees the process frozen.
+std::vector<std::size_t> V1RunCgroup::join_order() const {
+    std::vector<std::size_t> order{static_cast<std::size_t>(layout_->freezer)};
+    for (std::size_t i = 0; i < dirs_.size(); ++i)
+        if (static_cast<int>(i) != layout_->freezer) order.push_back(i);
+    return order;
+}
+
 void V1RunCgroup::attach(pid_t pid) {
     const auto value = std::to_string(pid);
-    // The freezer first, so that a kill_all() racing with this sees the process frozen.
-    const int f = layout_->freezer;
-    fs::write_file_at(dirs_[f], "cgroup.procs", value);
-    for (std::size_t i = 0; i < dirs_.size(); ++i)
-        if (static_cast<int>(i) != f) fs::write_file_at(dirs_[i], "cgroup.procs", value);
+    for (std::size_t i : join_order()) fs::write_file_at(dirs_[i], "cgroup.procs", value);
+}
+
+std::vector<int> V1RunCgroup::self_join_fds() const {
+    std::vector<int> fds;
+    for (const auto& fd : tasks_) fds.push_back(fd.get());
+    return fds;
 }
 
 std::uint64_t V1RunCgroup::cpu_usage_ns() const {

@@ -59,17 +59,21 @@ class V1RunCgroup final : public RunCgroup {
 
     int clone_into_fd() const override { return -1; }
     void attach(pid_t pid) override;
+    std::vector<int> self_join_fds() const override;
     std::uint64_t cpu_usage_ns() const override;
     Usage usage() const override;
     void kill_all() noexcept override;
 
   private:
+    std::vector<std::size_t> join_order() const;
+
     std::shared_ptr<const V1Layout> layout_;
     std::string name_;
     std::vector<fs::Dir> dirs_;  // parallel to layout_->hierarchies; invalid until made
     UniqueFd cpuacct_usage_;
     UniqueFd memory_max_usage_;
     UniqueFd oom_control_;
+    std::vector<UniqueFd> tasks_;  // freezer first, like attach()
 };
 
 class V1Backend final : public Backend {
