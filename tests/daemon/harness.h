@@ -114,6 +114,10 @@ bool pure_cgroup2_host();
 // when the daemons simply share the runner's cgroup (v1 hosts, the root cgroup).
 const std::filesystem::path& delegated_cgroups();
 
+// SBX_TIME_SCALE (1 to 10, default 1): how much slower than the host the machine is;
+// scripts/vm-test sets it in its guest. Scales the daemons' default run budgets.
+unsigned time_scale();
+
 // SBX_CGROUP_BACKEND ("v1", "v2" or unset): the backend every daemon is started with
 // (--cgroup-version), so that in scripts/vm-test's guest nothing can fall back.
 std::string forced_cgroup_backend();
