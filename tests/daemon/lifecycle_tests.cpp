@@ -141,6 +141,15 @@ TEST_CASE("SIGKILL of the daemon: its sandboxes die, and a restart leaves nothin
     };
     const auto mounts_before = mounts();
     Daemon daemon;
+    if (!daemon.cgroup().empty()) {
+        // Delegated: the daemon moved itself into a leaf of the cgroup it was born in.
+        std::ifstream in("/proc/" + std::to_string(daemon.pid()) + "/cgroup");
+        std::string line;
+        std::getline(in, line);
+        const std::string leaf = "/" + daemon.cgroup().filename().string() + "/supervisor";
+        CHECK_MESSAGE(line.size() > leaf.size(), line);
+        CHECK_MESSAGE(line.compare(line.size() - leaf.size(), leaf.size(), leaf) == 0, line);
+    }
     {
         Client client(daemon.socket());
         client.send(
