@@ -61,7 +61,8 @@ bool matches(const Json& expected, const Json& actual) {
 
 }  // namespace
 
-TEST_CASE("every example in docs/protocol.md gives the documented answer") {
+TEST_CASE("every example in docs/protocol.md gives the documented answer" *
+          doctest::test_suite("vm")) {
     auto examples = read_examples(std::string(SBX_SOURCE_DIR) + "/docs/protocol.md");
     REQUIRE(examples.size() >= 8);
     Daemon daemon;

@@ -129,7 +129,7 @@ TEST_CASE("a 17 MiB line is too_large and closes the connection; others are unaf
     CHECK(bystander.call({{"op", "ping"}})["ok"] == true);
 }
 
-TEST_CASE("busy: a full queue is answered at once, never a hang") {
+TEST_CASE("busy: a full queue is answered at once, never a hang" * doctest::test_suite("vm")) {
     DaemonOptions options;
     options.slots = 1;
     options.queue_size = 1;

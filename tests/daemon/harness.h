@@ -45,11 +45,22 @@ class Daemon {
     uid_t uid_base() const { return uid_base_; }
     const std::string& cgroup_subtree() const { return subtree_; }
     const std::filesystem::path& directory() const { return dir_; }
+    // On a pure cgroup2 host where the test runner has a delegated cgroup of its own (see
+    // delegated_cgroups()): the fresh cgroup <own>/daemon-N the running (or last) daemon was
+    // born in, as systemd gives a Delegate=yes unit. Empty otherwise, and once trimmed.
+    const std::filesystem::path& cgroup() const { return cgroup_; }
     // Everything the daemon wrote on stderr so far.
     std::string log() const;
 
-    // Starts it (again, after kill_hard: the restart case) with the same socket and subtree.
+    // Starts it (again, after SIGKILL: the restart case) with the same socket and subtree. With
+    // delegated cgroups, a restart trims the last daemon's cgroup and gets a fresh one.
     void start();
+    // What systemd does with a stopped unit's cgroup: waits (10 s at most) for it to empty,
+    // then removes it bottom-up. Only after the daemon has exited. rmdir fails with EBUSY
+    // while any process is left, so this is a check: it returns what could not be removed
+    // and why (then kills what was left and removes it anyway), empty when all went. A
+    // no-op without delegated cgroups.
+    std::string trim_cgroup();
     void signal(int signal);
     // Waits for the process to exit; its exit status (or -signal), nullopt on timeout.
     std::optional<int> wait_exit(std::chrono::milliseconds timeout);
@@ -58,6 +69,7 @@ class Daemon {
     DaemonOptions options_;
     std::filesystem::path dir_, socket_, log_file_, config_file_;
     std::string subtree_;
+    std::filesystem::path cgroup_;
     uid_t uid_base_;
     pid_t pid_ = -1;
 };
@@ -91,9 +103,29 @@ Json execute(const std::string& language, const std::string& code, Json extra = 
 // Host processes whose real uid is in [first, first + count).
 std::vector<pid_t> processes_of_uids(uid_t first, unsigned count);
 
-// Directories below our own cgroup named `subtree` in every v1 hierarchy or in cgroup2,
-// including the subtree itself; empty when nothing is left.
-std::vector<std::filesystem::path> cgroup_leftovers(const std::string& subtree);
+// True on a host with cgroup2 only (/sys/fs/cgroup is cgroup2, no v1 memory hierarchy), where
+// the daemon must pick the v2 backend; false on hybrid v1 hosts like our CI machine.
+bool pure_cgroup2_host();
+
+// On a pure cgroup2 host, when the test runner's own cgroup is not the root (it is alone in
+// a delegated cgroup, as scripts/vm-test's delegated mode puts it): the first call moves the
+// runner into <own>/test-runner and enables memory, pids and cpu for <own>'s children, and
+// each Daemon is then born into a fresh <own>/daemon-N of its own. Returns <own>, or empty
+// when the daemons simply share the runner's cgroup (v1 hosts, the root cgroup).
+const std::filesystem::path& delegated_cgroups();
+
+// SBX_TIME_SCALE (1 to 10, default 1): how much slower than the host the machine is;
+// scripts/vm-test sets it in its guest. Scales the daemons' default run budgets.
+unsigned time_scale();
+
+// SBX_CGROUP_BACKEND ("v1", "v2" or unset): the backend every daemon is started with
+// (--cgroup-version), so that in scripts/vm-test's guest nothing can fall back.
+std::string forced_cgroup_backend();
+
+// The daemon's cgroup subtree wherever it puts it (in every v1 hierarchy or in cgroup2,
+// below the daemon's own cgroup: daemon.cgroup() when delegated, else the runner's), with
+// every directory below it; empty when nothing is left.
+std::vector<std::filesystem::path> cgroup_leftovers(const Daemon& daemon);
 
 // Runs argv to completion; stdout and stderr together, and the exit status.
 struct Completed {

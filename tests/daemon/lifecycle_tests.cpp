@@ -40,7 +40,8 @@ std::string sandboxctl() {
 
 }  // namespace
 
-TEST_CASE("a client that disconnects mid-run has its sandbox killed and its queue dropped") {
+TEST_CASE("a client that disconnects mid-run has its sandbox killed and its queue dropped" *
+          doctest::test_suite("vm")) {
     DaemonOptions options;
     options.slots = 1;
     Daemon daemon(options);
@@ -67,7 +68,7 @@ TEST_CASE("a client that disconnects mid-run has its sandbox killed and its queu
     CHECK(daemon.log().find("event=disconnect") != std::string::npos);
 }
 
-TEST_CASE("a client that half-closes still gets its answer") {
+TEST_CASE("a client that half-closes still gets its answer" * doctest::test_suite("vm")) {
     Daemon daemon;
     Client client(daemon.socket());
     client.send(execute("bash", "sleep 0.3; echo done", {{"id", "half"}}));
@@ -77,7 +78,8 @@ TEST_CASE("a client that half-closes still gets its answer") {
     CHECK((*response)["run"]["stdout"] == "done\n");
 }
 
-TEST_CASE("SIGTERM: queued requests get shutting_down, running ones finish, exit 0, nothing left") {
+TEST_CASE("SIGTERM: queued requests get shutting_down, running ones finish, exit 0, nothing left" *
+          doctest::test_suite("vm")) {
     DaemonOptions options;
     options.slots = 1;
     options.shutdown_grace_ms = 5000;
@@ -106,11 +108,14 @@ TEST_CASE("SIGTERM: queued requests get shutting_down, running ones finish, exit
     CHECK(*status == 0);
     CHECK(std::chrono::steady_clock::now() - started < 10s);
     CHECK_FALSE(fs::exists(daemon.socket()));
-    CHECK(cgroup_leftovers(daemon.cgroup_subtree()).empty());
+    CHECK(cgroup_leftovers(daemon).empty());
     CHECK(no_sandbox_left(daemon));
+    // Delegated: nothing is left in the cgroup it was born in, so it can be removed.
+    const std::string trimmed = daemon.trim_cgroup();
+    CHECK_MESSAGE(trimmed.empty(), "the daemon's cgroup:" << trimmed);
 }
 
-TEST_CASE("SIGTERM kills sandboxes that outlast the grace period") {
+TEST_CASE("SIGTERM kills sandboxes that outlast the grace period" * doctest::test_suite("vm")) {
     DaemonOptions options;
     options.shutdown_grace_ms = 200;
     Daemon daemon(options);
@@ -123,16 +128,28 @@ TEST_CASE("SIGTERM kills sandboxes that outlast the grace period") {
     REQUIRE(status);
     CHECK(*status == 0);
     CHECK(no_sandbox_left(daemon));
-    CHECK(cgroup_leftovers(daemon.cgroup_subtree()).empty());
+    CHECK(cgroup_leftovers(daemon).empty());
+    const std::string trimmed = daemon.trim_cgroup();
+    CHECK_MESSAGE(trimmed.empty(), "the daemon's cgroup:" << trimmed);
 }
 
-TEST_CASE("SIGKILL of the daemon: its sandboxes die, and a restart leaves nothing stale") {
+TEST_CASE("SIGKILL of the daemon: its sandboxes die, and a restart leaves nothing stale" *
+          doctest::test_suite("vm")) {
     auto mounts = [] {
         std::ifstream in("/proc/self/mountinfo");
         return std::count(std::istreambuf_iterator<char>(in), {}, '\n');
     };
     const auto mounts_before = mounts();
     Daemon daemon;
+    if (!daemon.cgroup().empty()) {
+        // Delegated: the daemon moved itself into a leaf of the cgroup it was born in.
+        std::ifstream in("/proc/" + std::to_string(daemon.pid()) + "/cgroup");
+        std::string line;
+        std::getline(in, line);
+        const std::string leaf = "/" + daemon.cgroup().filename().string() + "/supervisor";
+        CHECK_MESSAGE(line.size() > leaf.size(), line);
+        CHECK_MESSAGE(line.compare(line.size() - leaf.size(), leaf.size(), leaf) == 0, line);
+    }
     {
         Client client(daemon.socket());
         client.send(
@@ -143,12 +160,20 @@ TEST_CASE("SIGKILL of the daemon: its sandboxes die, and a restart leaves nothin
         CHECK(no_sandbox_left(daemon));
         CHECK(client.closed_by_peer());
     }
-    // The socket file and the run's cgroup outlive a SIGKILL; the next start removes both.
+    // The socket file and the run's cgroup outlive a SIGKILL. Delegated, the stopped unit's
+    // cgroup is trimmed as systemd does: every process in it must be gone, or rmdir fails
+    // (EBUSY), and the restart gets a fresh cgroup. Otherwise the next start removes the
+    // stale run cgroups.
     CHECK(fs::exists(daemon.socket()));
+    const fs::path killed_in = daemon.cgroup();
+    const std::string trimmed = daemon.trim_cgroup();
+    CHECK_MESSAGE(trimmed.empty(), "the SIGKILLed daemon's cgroup:" << trimmed);
+    if (!killed_in.empty()) CHECK_FALSE(fs::exists(killed_in));
     daemon.start();
+    if (!killed_in.empty()) CHECK(daemon.cgroup() != killed_in);
     Client client(daemon.socket());
     CHECK(client.call(execute("bash", "echo back"))["run"]["stdout"] == "back\n");
-    for (const auto& dir : cgroup_leftovers(daemon.cgroup_subtree()))
+    for (const auto& dir : cgroup_leftovers(daemon))
         CHECK_MESSAGE(dir.filename().string().rfind("run-", 0) != 0, "stale cgroup " << dir);
     // Sandbox mounts live in the sandboxes' own mount namespaces: none reach the host's.
     CHECK(mounts() == mounts_before);
