@@ -1,14 +1,29 @@
 // One test per limit and verdict. The limits are small so each test ends quickly.
 
 #include <doctest/doctest.h>
-
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <algorithm>
 #include <csignal>
+#include <cstdlib>
 
 #include "isolate/support.h"
 
 using isolate::Status;
+
+namespace {
+
+// The CPU budget is enforced within ~100 ms of the limit on real hardware. scripts/vm-test's
+// guest (SBX_TIME_SCALE set) emulates its CPUs on a shared host, which can starve a vCPU
+// thread past the timer; there the same verdict is checked with a scaled margin.
+double max_cpu_overshoot_ms(double limit_ms) {
+    const char* scale = std::getenv("SBX_TIME_SCALE");
+    const double factor = scale ? std::max(1.0, std::atof(scale)) : 1.0;
+    return limit_ms + 100 * factor;
+}
+
+}  // namespace
 
 TEST_CASE("a busy loop is stopped at its CPU budget, not much later" * doctest::test_suite("vm")) {
     auto spec = test::probe({"spin", "0"});
@@ -16,7 +31,7 @@ TEST_CASE("a busy loop is stopped at its CPU budget, not much later" * doctest::
     auto result = test::sandbox().run(spec);
     CHECK(result.status == Status::time_limit);
     CHECK(result.cpu_time_ms >= 1000);
-    CHECK(result.cpu_time_ms <= 1100);
+    CHECK(result.cpu_time_ms <= max_cpu_overshoot_ms(1000));
     CHECK(result.signal == SIGKILL);
 }
 
@@ -26,7 +41,7 @@ TEST_CASE("CPU time is summed over threads" * doctest::test_suite("vm")) {
     auto result = test::sandbox().run(spec);
     CHECK(result.status == Status::time_limit);
     CHECK(result.cpu_time_ms >= 1000);
-    CHECK(result.cpu_time_ms <= 1100);
+    CHECK(result.cpu_time_ms <= max_cpu_overshoot_ms(1000));
 }
 
 TEST_CASE("sleeping past the wall time is wall_time_limit" * doctest::test_suite("vm")) {
