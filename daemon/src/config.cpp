@@ -146,16 +146,18 @@ isolate::Limits make_limits(std::uint64_t wall_ms, std::uint64_t cpu_ms, std::ui
 
 constexpr std::uint64_t MiB = 1ull << 20;
 
+// The integer limits a client may set, which have both a default and a maximum.
+constexpr std::pair<const char*, std::uint64_t isolate::Limits::*> kBoundedLimits[] = {
+    {"wall_time_ms", &isolate::Limits::wall_time_ms},
+    {"cpu_time_ms", &isolate::Limits::cpu_time_ms},
+    {"memory_bytes", &isolate::Limits::memory_bytes},
+    {"max_processes", &isolate::Limits::max_processes},
+    {"max_output_bytes", &isolate::Limits::max_output_bytes},
+    {"max_file_bytes", &isolate::Limits::max_file_bytes},
+};
+
 void check_policy(const protocol::LimitPolicy& policy, const std::string& name) {
-    const std::pair<const char*, std::uint64_t isolate::Limits::*> keys[] = {
-        {"wall_time_ms", &isolate::Limits::wall_time_ms},
-        {"cpu_time_ms", &isolate::Limits::cpu_time_ms},
-        {"memory_bytes", &isolate::Limits::memory_bytes},
-        {"max_processes", &isolate::Limits::max_processes},
-        {"max_output_bytes", &isolate::Limits::max_output_bytes},
-        {"max_file_bytes", &isolate::Limits::max_file_bytes},
-    };
-    for (const auto& [key, field] : keys) {
+    for (const auto& [key, field] : kBoundedLimits) {
         if (policy.defaults.*field == 0)
             throw ConfigError(name + ".defaults." + key + " must not be 0");
         if (policy.defaults.*field > policy.maxima.*field)
@@ -245,12 +247,7 @@ void apply_limit_adjustments(const nlohmann::json& value, const std::string& whe
     isolate::Limits adjusted = policy.defaults;
     read_limits(value, KeyPath{origin, ""}, adjusted, false);
     policy.defaults = adjusted;
-    std::uint64_t isolate::Limits::*const raised[] = {
-        &isolate::Limits::wall_time_ms,     &isolate::Limits::cpu_time_ms,
-        &isolate::Limits::memory_bytes,     &isolate::Limits::max_processes,
-        &isolate::Limits::max_output_bytes, &isolate::Limits::max_file_bytes,
-    };
-    for (auto field : raised)
+    for (const auto& [key, field] : kBoundedLimits)
         policy.maxima.*field = std::max(policy.maxima.*field, policy.defaults.*field);
     if (policy.maxima.cpus > 0 && policy.defaults.cpus > policy.maxima.cpus)
         policy.maxima.cpus = policy.defaults.cpus;

@@ -394,8 +394,6 @@ void Connection::abandon(std::string_view why) {
                                 .add("peer_pid", peer_.pid)
                                 .add("reason", why)
                                 .add("cancelled", static_cast<std::uint64_t>(in_flight_.size())));
-    for (auto& [ticket, token] : in_flight_) services_.scheduler.withdraw(token);
-    in_flight_.clear();
     close();
 }
 
