@@ -93,6 +93,7 @@ int run_exec(const ExecOptions& options) {
     std::string backend_name = backend->name();
     isolate::SandboxConfig config;
     config.uid_base = options.uid_base;
+    config.prepared_netns = 0;  // one run: nothing to prepare ahead for
     isolate::Sandbox sandbox(config, std::move(backend));
     isolate::RunResult result = sandbox.run(spec);
 

@@ -135,6 +135,8 @@ int serve(const ServeOptions& options) {
         isolate::SandboxConfig sandbox_config;
         sandbox_config.uid_base = config.uid_base;
         sandbox_config.slots = config.slots;
+        // Enough for every slot to start its next run without waiting, within reason.
+        sandbox_config.prepared_netns = std::min(config.slots, 8u) + 1;
         isolate::Sandbox sandbox(sandbox_config, isolate::cgroup::detect_backend(cgroup_options));
 
         std::vector<std::string> warnings;

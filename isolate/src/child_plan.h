@@ -65,6 +65,8 @@ struct ChildPlan {
     std::vector<char*> envp;
     std::vector<PlannedRlimit> rlimits;
     const SeccompFilter* seccomp = nullptr;
+    // False when the network namespace came prepared, with lo already up.
+    bool bring_up_loopback = true;
     int last_capability = 40;
 };
 

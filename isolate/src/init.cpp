@@ -197,7 +197,7 @@ void run_init(const ChildPlan& plan) noexcept {
         fail(failure, ChildStep::set_hostname);
         die_reporting(plan, failure);
     }
-    if (!bring_up_loopback(failure)) die_reporting(plan, failure);
+    if (plan.bring_up_loopback && !bring_up_loopback(failure)) die_reporting(plan, failure);
     // Keeps the program (same uid) out of our /proc entries and memory.
     if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
         fail(failure, ChildStep::drop_capabilities);

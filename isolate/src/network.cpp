@@ -1,30 +1,42 @@
-// The sandbox's network namespace is new and empty; only lo is brought up, so programs can
-// talk to themselves but never to the host's loopback.
+// The sandbox's network namespace is new and empty; only lo is up, so programs can talk to
+// themselves but never to the host's loopback.
+
+#include "network.h"
 
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "child.h"
 
 namespace isolate {
 
-bool bring_up_loopback(ChildFailure& failure) noexcept {
+int set_loopback_up() noexcept {
     int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return fail(failure, ChildStep::loopback_up);
+    if (fd < 0) return errno;
     ifreq request{};
     std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
-    bool ok = ::ioctl(fd, SIOCGIFFLAGS, &request) == 0;
-    if (ok) {
+    int error = 0;
+    if (::ioctl(fd, SIOCGIFFLAGS, &request) != 0) {
+        error = errno;
+    } else {
         request.ifr_flags |= IFF_UP | IFF_RUNNING;
-        ok = ::ioctl(fd, SIOCSIFFLAGS, &request) == 0;
+        if (::ioctl(fd, SIOCSIFFLAGS, &request) != 0) error = errno;
     }
-    if (!ok) fail(failure, ChildStep::loopback_up);
     ::close(fd);
-    return ok;
+    return error;
+}
+
+bool bring_up_loopback(ChildFailure& failure) noexcept {
+    if (const int error = set_loopback_up(); error != 0) {
+        errno = error;
+        return fail(failure, ChildStep::loopback_up);
+    }
+    return true;
 }
 
 }  // namespace isolate

@@ -24,6 +24,7 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -31,6 +32,7 @@
 #include "control.h"
 #include "isolate/error.h"
 #include "isolate/seccomp.h"
+#include "netns_pool.h"
 #include "verdict.h"
 
 namespace isolate {
@@ -153,10 +155,11 @@ class SlotClaim {
 // One run, from clone3 to the last byte of output.
 class Supervisor {
   public:
-    Supervisor(const SandboxConfig& config, cgroup::Backend& cgroups, const RunSpec& spec,
-               int last_capability, unsigned parallelism, std::string run_name)
+    Supervisor(const SandboxConfig& config, cgroup::Backend& cgroups, NetnsPool* netns_pool,
+               const RunSpec& spec, int last_capability, unsigned parallelism, std::string run_name)
         : config_(config),
           cgroups_(cgroups),
+          netns_pool_(netns_pool),
           spec_(spec),
           last_capability_(last_capability),
           parallelism_(parallelism),
@@ -179,6 +182,7 @@ class Supervisor {
 
     const SandboxConfig& config_;
     cgroup::Backend& cgroups_;
+    NetnsPool* netns_pool_;
     const RunSpec& spec_;
     int last_capability_;
     unsigned parallelism_;
@@ -249,10 +253,16 @@ void Supervisor::start() {
     cpu_timer_ = make_timer();
     arm_timer(phase_timer_.get(), std::chrono::milliseconds(config_.setup_timeout_ms));
 
+    UniqueFd prepared_netns = netns_pool_ ? netns_pool_->take() : UniqueFd();
+    std::optional<NetnsEntered> in_prepared_netns;
+    if (prepared_netns) {
+        in_prepared_netns.emplace(prepared_netns.get(), netns_pool_->home());
+        plan_.bring_up_loopback = false;
+    }
     int pidfd = -1;
     clone_args args{};
-    args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |
-                 CLONE_NEWUTS | CLONE_PIDFD;
+    args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
+                 CLONE_PIDFD | (prepared_netns ? 0 : CLONE_NEWNET);
     args.pidfd = reinterpret_cast<std::uint64_t>(&pidfd);
     args.exit_signal = SIGCHLD;
     if (int cgroup_fd = cgroup_->clone_into_fd(); cgroup_fd >= 0) {
@@ -264,6 +274,9 @@ void Supervisor::start() {
     if (pid < 0) throw_errno("clone3");
     if (pid == 0) run_init(plan_);
     process_ = std::make_unique<SandboxProcess>(static_cast<pid_t>(pid), pidfd);
+    // pid 1 holds the namespace now; it lives exactly as long as the sandbox.
+    in_prepared_netns.reset();
+    prepared_netns.reset();
 
     child_control_.reset();
     stdin_.read_end.reset();
@@ -547,6 +560,7 @@ struct SandboxState {
     std::atomic<std::uint64_t> run_counter{0};
     int last_capability = 0;
     unsigned parallelism = 1;
+    std::unique_ptr<NetnsPool> netns_pool;
 };
 
 Sandbox::Sandbox(SandboxConfig config, std::unique_ptr<cgroup::Backend> cgroups)
@@ -559,6 +573,8 @@ Sandbox::Sandbox(SandboxConfig config, std::unique_ptr<cgroup::Backend> cgroups)
     state_ = std::make_unique<SandboxState>();
     state_->last_capability = read_last_capability();
     state_->parallelism = std::max(1u, std::thread::hardware_concurrency());
+    if (config_.prepared_netns > 0)
+        state_->netns_pool = std::make_unique<NetnsPool>(config_.prepared_netns);
 }
 
 Sandbox::~Sandbox() = default;
@@ -573,8 +589,8 @@ RunResult Sandbox::run(const RunSpec& spec) {
             parallelism = std::min(parallelism, static_cast<unsigned>(std::ceil(spec.limits.cpus)));
         std::string name = "run-" + std::to_string(spec.slot) + "-" +
                            std::to_string(state_->run_counter.fetch_add(1));
-        Supervisor supervisor(config_, *cgroups_, spec, state_->last_capability,
-                              std::max(1u, parallelism), std::move(name));
+        Supervisor supervisor(config_, *cgroups_, state_->netns_pool.get(), spec,
+                              state_->last_capability, std::max(1u, parallelism), std::move(name));
         return supervisor.run();
     } catch (const std::exception& error) {
         RunResult result;

@@ -88,3 +88,21 @@ TEST_CASE("sandboxd exec: the program's own options after -- follow a repeatable
     auto result = nlohmann::json::parse(done.out);
     CHECK(result["stdout"] == "-x\n");
 }
+
+// `sandboxd exec` prepares no namespaces ahead: its run makes its own, and pid 1 brings lo up.
+TEST_CASE("sandboxd exec: the run's own network namespace has a working lo and nothing else") {
+    auto run = [](const char* what) {
+        auto done =
+            run_sandboxd({"exec", "--rootfs", test::rootfs(), "--bind", "/usr:/usr", "--bind",
+                          std::string(SBX_PROBE_DIR) + ":/probe", "--cgroup-subtree",
+                          test::cgroup_subtree() + "-exec", "--", "/probe/sbx-probe", what});
+        INFO(done.err);
+        REQUIRE(done.exit_code == 0);
+        return nlohmann::json::parse(done.out);
+    };
+    auto fresh = run("net-traces");
+    CHECK(fresh["stdout"] == "tcp=0 unix=0 lo_packets=0 active_opens=0\n");
+    auto litter = run("net-litter");
+    CHECK(litter["status"] == "ok");
+    CHECK(litter["stdout"].get<std::string>().find("lo_packets=0") == std::string::npos);
+}

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -293,4 +294,23 @@ TEST_CASE("a setsid'd, double-forked sleep is gone once the run returns" *
     CHECK(result.status == Status::ok);
     CHECK(result.stdout_data == "daemonized\n");
     CHECK(test::processes_of_uid(test::sandbox().config().uid_base + 7).empty());
+}
+
+// The daemon's network namespaces come from a pool made ahead of time (netns_pool.h); each
+// must still be fresh. The first run checks that the probe sees what it leaves behind.
+TEST_CASE("a run's network namespace is fresh: the previous run's sockets and traffic are gone") {
+    auto litter = test::sandbox().run(test::probe({"net-litter"}));
+    REQUIRE(litter.status == Status::ok);
+    unsigned long tcp = 0, unix_sockets = 0, lo_packets = 0, active_opens = 0;
+    REQUIRE(std::sscanf(litter.stdout_data.c_str(),
+                        "tcp=%lu unix=%lu lo_packets=%lu active_opens=%lu", &tcp, &unix_sockets,
+                        &lo_packets, &active_opens) == 4);
+    CHECK(tcp >= 1);  // the client's side in TIME_WAIT
+    CHECK(unix_sockets >= 1);
+    CHECK(lo_packets > 0);
+    CHECK(active_opens >= 1);
+    for (int run = 0; run < 3; ++run) {
+        auto next = test::sandbox().run(test::probe({"net-traces"}));
+        CHECK(next.stdout_data == "tcp=0 unix=0 lo_packets=0 active_opens=0\n");
+    }
 }

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -109,6 +111,86 @@ static int run_syscall(const char* name) {
     }
     printf("unknown syscall %s\n", name);
     return 2;
+}
+
+static long count_lines(const char* path) {
+    FILE* f = fopen(path, "r");
+    if (!f) return -1;
+    long lines = 0;
+    for (int c; (c = fgetc(f)) != EOF;)
+        if (c == '\n') ++lines;
+    fclose(f);
+    return lines;
+}
+
+// What a network namespace remembers of its past: sockets (TIME_WAIT ones outlive their
+// process), lo's packet counters, and TCP's connection counter. All 0 in a fresh one.
+static void print_net_traces(void) {
+    long tcp = count_lines("/proc/net/tcp") - 1 + count_lines("/proc/net/tcp6") - 1;
+    long unix_sockets = count_lines("/proc/net/unix") - 1;
+    unsigned long long lo_packets = 0, active_opens = 0;
+    char line[1024];
+    FILE* f = fopen("/proc/net/dev", "r");
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long long rx_bytes, rx_packets, skip[6], tx_bytes, tx_packets;
+        char* lo = strstr(line, "lo:");
+        if (lo && sscanf(lo + 3, "%llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &rx_bytes,
+                         &rx_packets, &skip[0], &skip[1], &skip[2], &skip[3], &skip[4], &skip[5],
+                         &tx_bytes, &tx_packets) == 10)
+            lo_packets = rx_packets + tx_packets;
+    }
+    if (f) fclose(f);
+    f = fopen("/proc/net/snmp", "r");
+    char header[1024];
+    while (f && fgets(header, sizeof header, f) && fgets(line, sizeof line, f)) {
+        if (strncmp(header, "Tcp:", 4) != 0) continue;
+        // The column named ActiveOpens, in the values line below the names line.
+        int column = 0;
+        for (char* name = strtok(header, " \n"); name; name = strtok(NULL, " \n"), ++column)
+            if (!strcmp(name, "ActiveOpens")) break;
+        char* value = strtok(line, " \n");
+        for (int i = 0; value && i < column; ++i) value = strtok(NULL, " \n");
+        if (value) active_opens = strtoull(value, NULL, 10);
+    }
+    if (f) fclose(f);
+    printf("tcp=%ld unix=%ld lo_packets=%llu active_opens=%llu\n", tcp, unix_sockets, lo_packets,
+           active_opens);
+}
+
+// Leaves every kind of trace print_net_traces() looks for: a TCP connection closed by the
+// client (TIME_WAIT), traffic on lo, a bound abstract unix socket.
+static int net_litter(void) {
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (bind(l, (struct sockaddr*)&addr, sizeof addr) || listen(l, 1) ||
+        getsockname(l, (struct sockaddr*)&addr, &len)) {
+        printf("listen: %s\n", strerrorname_np(errno));
+        return 1;
+    }
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(c, (struct sockaddr*)&addr, sizeof addr)) {
+        printf("connect: %s\n", strerrorname_np(errno));
+        return 1;
+    }
+    int a = accept(l, NULL, NULL);
+    static char data[65536];
+    ssize_t sent = write(c, data, sizeof data), got = 0;
+    for (ssize_t n; got < sent && (n = read(a, data, sizeof data)) > 0;) got += n;
+    close(c);
+    usleep(10000);
+    close(a);
+    close(l);
+    int u = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un name = {.sun_family = AF_UNIX};
+    memcpy(name.sun_path, "\0sbx-litter", 11);
+    if (bind(u, (struct sockaddr*)&name, offsetof(struct sockaddr_un, sun_path) + 11)) {
+        printf("bind unix: %s\n", strerrorname_np(errno));
+        return 1;
+    }
+    print_net_traces();
+    return 0;
 }
 
 int main(int argc, char** argv) {
@@ -244,6 +326,10 @@ int main(int argc, char** argv) {
         int c = socket(AF_INET, SOCK_STREAM, 0);
         puts(connect(c, (struct sockaddr*)&addr, sizeof addr) == 0 ? "self-connect ok"
                                                                    : "self-connect failed");
+    } else if (!strcmp(cmd, "net-litter")) {
+        return net_litter();
+    } else if (!strcmp(cmd, "net-traces")) {
+        print_net_traces();
     } else if (!strcmp(cmd, "stat")) {
         struct stat st;
         puts(stat(arg, &st) == 0 ? "exists" : strerrorname_np(errno));

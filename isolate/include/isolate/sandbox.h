@@ -17,6 +17,9 @@ struct SandboxConfig {
     uid_t inside_uid = 1000;
     // How long namespace/mount setup may take before the run fails as internal_error.
     unsigned setup_timeout_ms = 10'000;
+    // Fresh network namespaces kept ready by a background thread, each used by one run
+    // (see netns_pool.h); 0 makes every run create its own on its request path.
+    unsigned prepared_netns = 4;
 };
 
 struct SandboxState;
