@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <sys/types.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -65,6 +66,13 @@ struct ChildPlan {
     std::vector<char*> envp;
     std::vector<PlannedRlimit> rlimits;
     const SeccompFilter* seccomp = nullptr;
+    // An eventfd pid 1 writes to first thing, when it shares the supervisor's memory
+    // (InitSpawner); -1 otherwise.
+    int started_fd = -1;
+    // Where the program's process runs between its clone and execve (InitHost); null: pid 1
+    // maps one itself.
+    void* program_stack = nullptr;
+    std::size_t program_stack_size = 0;
     // False when the network namespace came prepared, with lo already up.
     bool bring_up_loopback = true;
     int last_capability = 40;

@@ -134,21 +134,27 @@ int program_main(void* arg) {
 // Returns the program's pid (it has exec'd or died by then), or -1 with errno.
 long spawn_program(const ChildPlan& plan, int workdir_fd, std::uint64_t cpu_at_fork) noexcept {
     constexpr std::size_t kGuard = 4096, kStack = 256 * 1024;
-    void* region = ::mmap(nullptr, kGuard + kStack, PROT_READ | PROT_WRITE,
-                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (region == MAP_FAILED) return -1;
-    if (::mprotect(region, kGuard, PROT_NONE) != 0) return -1;
+    char* stack = static_cast<char*>(plan.program_stack);
+    std::size_t stack_size = plan.program_stack_size;
+    void* mapped = nullptr;
+    if (!stack) {
+        mapped = ::mmap(nullptr, kGuard + kStack, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (mapped == MAP_FAILED) return -1;
+        if (::mprotect(mapped, kGuard, PROT_NONE) != 0) return -1;
+        stack = static_cast<char*>(mapped) + kGuard;
+        stack_size = kStack;
+    }
     // No handler of ours may run in the child on shared memory before it resets them all;
     // exec_program() unblocks signals after that.
     sigset_t all, previous;
     sigfillset(&all);
     if (::sigprocmask(SIG_SETMASK, &all, &previous) != 0) return -1;
     ProgramStart start{&plan, workdir_fd, cpu_at_fork};
-    int pid = ::clone(program_main, static_cast<char*>(region) + kGuard + kStack,
-                      CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
+    int pid = ::clone(program_main, stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
     int saved = errno;
     ::sigprocmask(SIG_SETMASK, &previous, nullptr);
-    ::munmap(region, kGuard + kStack);
+    if (mapped) ::munmap(mapped, kGuard + kStack);
     errno = saved;
     return pid;
 }
@@ -156,6 +162,10 @@ long spawn_program(const ChildPlan& plan, int workdir_fd, std::uint64_t cpu_at_f
 }  // namespace
 
 void run_init(const ChildPlan& plan) noexcept {
+    if (plan.started_fd >= 0) {
+        const std::uint64_t one = 1;
+        if (::write(plan.started_fd, &one, sizeof one) != sizeof one) ::_exit(125);
+    }
     // If the supervisor's thread dies, so does the whole sandbox (pid 1 takes it down).
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) ::_exit(125);
     // v1: join the run's cgroup before anything else runs here. Not joining is fatal: nothing

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -30,6 +31,7 @@
 
 #include "child_plan.h"
 #include "control.h"
+#include "init_spawner.h"
 #include "isolate/error.h"
 #include "isolate/seccomp.h"
 #include "netns_pool.h"
@@ -152,14 +154,21 @@ class SlotClaim {
     unsigned slot_;
 };
 
+// pid 1's entry when it shares our memory (clone3_calling).
+int init_main(void* plan) {
+    run_init(*static_cast<const ChildPlan*>(plan));
+}
+
 // One run, from clone3 to the last byte of output.
 class Supervisor {
   public:
     Supervisor(const SandboxConfig& config, cgroup::Backend& cgroups, NetnsPool* netns_pool,
-               const RunSpec& spec, int last_capability, unsigned parallelism, std::string run_name)
+               InitSpawner* init_spawner, const RunSpec& spec, int last_capability,
+               unsigned parallelism, std::string run_name)
         : config_(config),
           cgroups_(cgroups),
           netns_pool_(netns_pool),
+          init_spawner_(init_spawner),
           spec_(spec),
           last_capability_(last_capability),
           parallelism_(parallelism),
@@ -183,6 +192,7 @@ class Supervisor {
     const SandboxConfig& config_;
     cgroup::Backend& cgroups_;
     NetnsPool* netns_pool_;
+    InitSpawner* init_spawner_;
     const RunSpec& spec_;
     int last_capability_;
     unsigned parallelism_;
@@ -254,11 +264,7 @@ void Supervisor::start() {
     arm_timer(phase_timer_.get(), std::chrono::milliseconds(config_.setup_timeout_ms));
 
     UniqueFd prepared_netns = netns_pool_ ? netns_pool_->take() : UniqueFd();
-    std::optional<NetnsEntered> in_prepared_netns;
-    if (prepared_netns) {
-        in_prepared_netns.emplace(prepared_netns.get(), netns_pool_->home());
-        plan_.bring_up_loopback = false;
-    }
+    if (prepared_netns) plan_.bring_up_loopback = false;
     int pidfd = -1;
     clone_args args{};
     args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
@@ -270,12 +276,26 @@ void Supervisor::start() {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = static_cast<std::uint64_t>(cgroup_fd);
     }
-    long pid = ::syscall(SYS_clone3, &args, sizeof args);
-    if (pid < 0) throw_errno("clone3");
-    if (pid == 0) run_init(plan_);
+    long pid;
+    UniqueFd started;
+    if (init_spawner_) {
+        started.reset(::eventfd(0, EFD_CLOEXEC));
+        if (!started) throw_errno("eventfd");
+        plan_.started_fd = started.get();
+        plan_.program_stack = init_spawner_->program_stack();
+        plan_.program_stack_size = init_spawner_->program_stack_size();
+        pid = init_spawner_->spawn(args, init_main, &plan_, started.get(),
+                                   prepared_netns ? prepared_netns.get() : -1,
+                                   prepared_netns ? netns_pool_->home() : -1);
+    } else {
+        std::optional<NetnsEntered> in_prepared_netns;
+        if (prepared_netns) in_prepared_netns.emplace(prepared_netns.get(), netns_pool_->home());
+        pid = ::syscall(SYS_clone3, &args, sizeof args);
+        if (pid == 0) run_init(plan_);
+        if (pid < 0) throw_errno("clone3");
+    }
     process_ = std::make_unique<SandboxProcess>(static_cast<pid_t>(pid), pidfd);
     // pid 1 holds the namespace now; it lives exactly as long as the sandbox.
-    in_prepared_netns.reset();
     prepared_netns.reset();
 
     child_control_.reset();
@@ -561,6 +581,15 @@ struct SandboxState {
     int last_capability = 0;
     unsigned parallelism = 1;
     std::unique_ptr<NetnsPool> netns_pool;
+    std::vector<std::unique_ptr<InitSpawner>> init_spawners;  // per slot, made on first use
+
+    InitSpawner* init_spawner(const SandboxConfig& config, unsigned slot) {
+        if (!config.init_shares_memory || !InitSpawner::supported()) return nullptr;
+        std::lock_guard lock(mutex);
+        if (init_spawners.size() < config.slots) init_spawners.resize(config.slots);
+        if (!init_spawners[slot]) init_spawners[slot] = std::make_unique<InitSpawner>();
+        return init_spawners[slot].get();
+    }
 };
 
 Sandbox::Sandbox(SandboxConfig config, std::unique_ptr<cgroup::Backend> cgroups)
@@ -589,7 +618,8 @@ RunResult Sandbox::run(const RunSpec& spec) {
             parallelism = std::min(parallelism, static_cast<unsigned>(std::ceil(spec.limits.cpus)));
         std::string name = "run-" + std::to_string(spec.slot) + "-" +
                            std::to_string(state_->run_counter.fetch_add(1));
-        Supervisor supervisor(config_, *cgroups_, state_->netns_pool.get(), spec,
+        Supervisor supervisor(config_, *cgroups_, state_->netns_pool.get(),
+                              state_->init_spawner(config_, spec.slot), spec,
                               state_->last_capability, std::max(1u, parallelism), std::move(name));
         return supervisor.run();
     } catch (const std::exception& error) {

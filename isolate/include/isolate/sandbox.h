@@ -20,6 +20,9 @@ struct SandboxConfig {
     // Fresh network namespaces kept ready by a background thread, each used by one run
     // (see netns_pool.h); 0 makes every run create its own on its request path.
     unsigned prepared_netns = 4;
+    // pid 1 shares the supervisor's memory instead of being a copy-on-write clone of it
+    // (see init_host.h). Ignored where unsupported; false is for comparisons.
+    bool init_shares_memory = true;
 };
 
 struct SandboxState;
