@@ -37,7 +37,7 @@ std::string field(const std::string& text, const std::string& key) {
 
 }  // namespace
 
-TEST_CASE("capabilities are empty, NoNewPrivs is 1 and Seccomp is 2") {
+TEST_CASE("capabilities are empty, NoNewPrivs is 1 and Seccomp is 2" * doctest::test_suite("vm")) {
     auto result = test::sandbox().run(test::probe({"status"}));
     REQUIRE(result.status == Status::ok);
     for (const char* set : {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"})
@@ -49,7 +49,8 @@ TEST_CASE("capabilities are empty, NoNewPrivs is 1 and Seccomp is 2") {
     CHECK(field(result.stdout_data, "Groups") == "");
 }
 
-TEST_CASE("the host uid is not 0 and differs between two concurrent runs") {
+TEST_CASE("the host uid is not 0 and differs between two concurrent runs" *
+          doctest::test_suite("vm")) {
     isolate::RunResult first, second;
     auto run_in = [](unsigned slot, isolate::RunResult& out) {
         auto spec = test::command({"/bin/sh", "-c", "cat /proc/self/uid_map; sleep 0.3"});
@@ -91,7 +92,8 @@ TEST_CASE("the same slot cannot run twice at once") {
     CHECK(second.message.find("slot 5") != std::string::npos);
 }
 
-TEST_CASE("only lo exists, it works, and the host's loopback is unreachable") {
+TEST_CASE("only lo exists, it works, and the host's loopback is unreachable" *
+          doctest::test_suite("vm")) {
     int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -298,7 +300,8 @@ TEST_CASE("a setsid'd, double-forked sleep is gone once the run returns" *
 
 // The daemon's network namespaces come from a pool made ahead of time (netns_pool.h); each
 // must still be fresh. The first run checks that the probe sees what it leaves behind.
-TEST_CASE("a run's network namespace is fresh: the previous run's sockets and traffic are gone") {
+TEST_CASE("a run's network namespace is fresh: the previous run's sockets and traffic are gone" *
+          doctest::test_suite("vm")) {
     auto litter = test::sandbox().run(test::probe({"net-litter"}));
     REQUIRE(litter.status == Status::ok);
     unsigned long tcp = 0, unix_sockets = 0, lo_packets = 0, active_opens = 0;
