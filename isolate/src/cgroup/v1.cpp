@@ -184,6 +184,7 @@ V1RunCgroup::V1RunCgroup(std::shared_ptr<const V1Layout> layout, std::string nam
 }
 
 V1RunCgroup::~V1RunCgroup() {
+    if (remove_empty()) return;
     // destroy_node() starts with the same freeze-kill-thaw as kill_all().
     Node parents;
     for (const auto& h : layout_->hierarchies) parents.push_back(&h.subtree);
@@ -193,6 +194,23 @@ V1RunCgroup::~V1RunCgroup() {
                      (layout_->hierarchies.front().subtree.path / name_).c_str(),
                      std::strerror(err));
     }
+}
+
+// The usual end of a run: pid 1 has been reaped, so its pid namespace and every task of the
+// run are gone, and nothing inside could have made a child cgroup (the sandbox has no
+// cgroupfs). Removing the directories, through the descriptors already open, is then all
+// there is to do; the general path reopens and lists every directory first. Returns false,
+// leaving the rest to it, when anything is not as expected.
+bool V1RunCgroup::remove_empty() noexcept {
+    Node node;
+    for (const auto& d : dirs_) node.push_back(&d);
+    if (!node_surely_empty(node)) return false;
+    const auto& hs = layout_->hierarchies;
+    for (std::size_t i = 0; i < hs.size(); ++i) {
+        if (::unlinkat(hs[i].subtree.fd.get(), name_.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
+            return false;
+    }
+    return true;
 }
 
 void V1RunCgroup::build(const CgroupLimits& limits) {

@@ -65,6 +65,7 @@ class V1RunCgroup final : public RunCgroup {
     void kill_all() noexcept override;
 
   private:
+    bool remove_empty() noexcept;
     std::vector<std::size_t> join_order() const;
 
     std::shared_ptr<const V1Layout> layout_;
