@@ -69,7 +69,7 @@ struct ChildPlan {
     // An eventfd pid 1 writes to first thing, when it shares the supervisor's memory
     // (InitSpawner); -1 otherwise.
     int started_fd = -1;
-    // Where the program's process runs between its clone and execve (InitHost); null: pid 1
+    // Where the program's process runs between its clone and execve (InitSpawner); null: pid 1
     // maps one itself.
     void* program_stack = nullptr;
     std::size_t program_stack_size = 0;

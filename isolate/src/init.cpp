@@ -141,7 +141,12 @@ long spawn_program(const ChildPlan& plan, int workdir_fd, std::uint64_t cpu_at_f
         mapped = ::mmap(nullptr, kGuard + kStack, PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
         if (mapped == MAP_FAILED) return -1;
-        if (::mprotect(mapped, kGuard, PROT_NONE) != 0) return -1;
+        if (::mprotect(mapped, kGuard, PROT_NONE) != 0) {
+            const int saved = errno;
+            ::munmap(mapped, kGuard + kStack);
+            errno = saved;
+            return -1;
+        }
         stack = static_cast<char*>(mapped) + kGuard;
         stack_size = kStack;
     }

@@ -103,7 +103,22 @@ InitSpawner::InitSpawner() {
     }
     init_stack_ = base + kGuard;
     program_stack_ = base + 2 * kGuard + kStackSize;
-    thread_ = std::thread([this] { serve(); });
+    // No handler may ever run on the spawner thread, since pid 1 uses its thread-local area:
+    // it is born with every signal blocked (a thread inherits its creator's mask).
+    sigset_t all, previous;
+    sigfillset(&all);
+    if (const int err = ::pthread_sigmask(SIG_SETMASK, &all, &previous); err != 0) {
+        release();
+        throw_errno("block signals for the spawner thread", err);
+    }
+    try {
+        thread_ = std::thread([this] { serve(); });
+    } catch (...) {
+        ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+        release();
+        throw;
+    }
+    ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
 }
 
 InitSpawner::~InitSpawner() {
@@ -124,11 +139,6 @@ void InitSpawner::release() noexcept {
 }
 
 void InitSpawner::serve() {
-    // No handler may run on this thread while pid 1 uses its thread-local area; it only
-    // ever waits here or in clone3.
-    sigset_t all;
-    sigfillset(&all);
-    ::pthread_sigmask(SIG_SETMASK, &all, nullptr);
     std::unique_lock lock(mutex_);
     for (;;) {
         changed_.wait(lock, [this] { return stopping_ || pending_; });
@@ -156,7 +166,6 @@ void InitSpawner::serve() {
         }
         lock.lock();
         busy_ = false;
-        failed_ = result < 0;
         error_ = error;
         // Wakes spawn() if the child never did: clone3 failed, or it died first thing.
         std::uint64_t one = 1;
@@ -185,7 +194,6 @@ pid_t InitSpawner::spawn(clone_args args, int (*fn)(void*), void* arg, int start
         arg_ = arg;
         netns_ = netns;
         home_ = home;
-        failed_ = false;
         error_ = 0;
         pid_ = 0;
         started_ = std::move(own_copy);
@@ -198,7 +206,7 @@ pid_t InitSpawner::spawn(clone_args args, int (*fn)(void*), void* arg, int start
     }
     std::lock_guard lock(mutex_);
     // A child that died before it said so is still returned: the caller reaps it and fails.
-    if (pid_ <= 0) throw_errno("clone3", failed_ ? error_ : ECHILD);
+    if (pid_ <= 0) throw_errno("clone3", error_ != 0 ? error_ : ECHILD);
     return pid_;
 }
 

@@ -36,7 +36,7 @@ namespace isolate {
 
 class InitSpawner {
   public:
-    // Throws SetupError if the stacks, the eventfd or the thread cannot be made.
+    // Throws SetupError if the stacks or the thread cannot be made.
     InitSpawner();
     ~InitSpawner();
     InitSpawner(const InitSpawner&) = delete;
@@ -75,9 +75,8 @@ class InitSpawner {
     bool stopping_ = false;
     bool pending_ = false;  // a request waits for the spawner thread
     bool busy_ = false;     // the spawner thread is in clone3 (pid 1 alive)
-    bool failed_ = false;
-    int error_ = 0;
-    UniqueFd started_;  // the spawner's own copy of the caller's eventfd, for clone3's return
+    int error_ = 0;         // clone3's (or setns's) errno; 0 while pid 1 runs
+    UniqueFd started_;      // the spawner's own copy of the caller's eventfd, for clone3's return
     clone_args args_{};
     pid_t pid_ = 0;
     int (*fn_)(void*) = nullptr;

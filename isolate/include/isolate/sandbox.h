@@ -21,7 +21,7 @@ struct SandboxConfig {
     // (see netns_pool.h); 0 makes every run create its own on its request path.
     unsigned prepared_netns = 4;
     // pid 1 shares the supervisor's memory instead of being a copy-on-write clone of it
-    // (see init_host.h). Ignored where unsupported; false is for comparisons.
+    // (see init_spawner.h). Ignored where unsupported (not x86_64), where the copy remains.
     bool init_shares_memory = true;
 };
 
