@@ -22,6 +22,16 @@ UniqueFd open_own_netns() {
     return fd;
 }
 
+// A thread left in another namespace would start later runs, or make later namespaces,
+// from there: there is no safe way on.
+void return_home_or_abort(int home) noexcept {
+    if (::setns(home, CLONE_NEWNET) != 0) {
+        std::fprintf(stderr, "sandboxd: cannot return to the daemon's network namespace: %s\n",
+                     std::strerror(errno));
+        std::abort();
+    }
+}
+
 }  // namespace
 
 NetnsPool::NetnsPool(unsigned capacity) : capacity_(capacity), home_(open_own_netns()) {
@@ -53,13 +63,16 @@ UniqueFd NetnsPool::take() {
 // the new namespace, and setns() brings it home before the next one.
 UniqueFd NetnsPool::create() {
     if (::unshare(CLONE_NEWNET) != 0) throw_errno("unshare(CLONE_NEWNET)");
-    UniqueFd netns(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-    const int error = netns ? set_loopback_up() : errno;
-    if (::setns(home_.get(), CLONE_NEWNET) != 0) {
-        std::fprintf(stderr, "sandboxd: cannot return to the daemon's network namespace: %s\n",
-                     std::strerror(errno));
-        std::abort();
+    UniqueFd netns;
+    int error = 0;
+    try {
+        netns = open_own_netns();
+        error = set_loopback_up();
+    } catch (...) {
+        return_home_or_abort(home_.get());
+        throw;
     }
+    return_home_or_abort(home_.get());
     if (error != 0) throw_errno("bring lo up in a new network namespace", error);
     return netns;
 }
@@ -100,11 +113,7 @@ NetnsEntered::NetnsEntered(int target, int home) : home_(home) {
 }
 
 NetnsEntered::~NetnsEntered() {
-    if (::setns(home_, CLONE_NEWNET) != 0) {
-        std::fprintf(stderr, "sandboxd: cannot return to the daemon's network namespace: %s\n",
-                     std::strerror(errno));
-        std::abort();
-    }
+    return_home_or_abort(home_);
 }
 
 }  // namespace isolate
