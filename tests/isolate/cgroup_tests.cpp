@@ -30,6 +30,8 @@
 
 namespace {
 
+using test::wait_status;
+
 namespace cg = isolate::cgroup;
 namespace stdfs = std::filesystem;
 
@@ -97,15 +99,7 @@ std::vector<stdfs::path> subtree_dirs(const std::string& subtree) {
 }
 
 std::string unique_subtree() {
-    static int counter = 0;
-    return "sbx-test-cg-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
-}
-
-int wait_status(pid_t pid) {
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    return status;
+    return test::unique_cgroup_subtree("sbx-test-cg-");
 }
 
 // A forked child that waits for release() before running its body, so the parent can

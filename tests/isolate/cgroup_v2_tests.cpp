@@ -32,6 +32,8 @@
 
 namespace {
 
+using test::wait_status;
+
 namespace cg = isolate::cgroup;
 namespace stdfs = std::filesystem;
 using isolate::Status;
@@ -73,15 +75,7 @@ stdfs::path backend_parent() {
 }
 
 std::string unique_subtree() {
-    static int counter = 0;
-    return "sbx-test-v2-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
-}
-
-int wait_status(pid_t pid) {
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    return status;
+    return test::unique_cgroup_subtree("sbx-test-v2-");
 }
 
 struct TestBackend {

@@ -1,8 +1,10 @@
 #include "isolate/support.h"
 
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -93,6 +95,18 @@ isolate::RunSpec command(std::vector<std::string> argv) {
 isolate::RunSpec probe(std::vector<std::string> args) {
     args.insert(args.begin(), "/probe/sbx-probe");
     return command(std::move(args));
+}
+
+std::string unique_cgroup_subtree(const std::string& prefix) {
+    static int counter = 0;
+    return prefix + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+}
+
+int wait_status(pid_t pid) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return status;
 }
 
 std::vector<pid_t> processes_of_uid(uid_t uid) {

@@ -25,6 +25,11 @@ isolate::RunSpec probe(std::vector<std::string> args);
 // A spec that runs a host program such as /usr/bin/sleep.
 isolate::RunSpec command(std::vector<std::string> argv);
 
+// A cgroup subtree name no other test uses: prefix, this process's pid, a counter.
+std::string unique_cgroup_subtree(const std::string& prefix);
+// waitpid(pid) through EINTR; the wait status.
+int wait_status(pid_t pid);
+
 // Every process on the host whose real uid is `uid`.
 std::vector<pid_t> processes_of_uid(uid_t uid);
 

@@ -157,18 +157,26 @@ static void print_net_traces(void) {
            active_opens);
 }
 
+// A TCP listener on 127.0.0.1 at a free port, written to *addr; -1 (reported) if none.
+static int listen_on_loopback(struct sockaddr_in* addr) {
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    *addr = (struct sockaddr_in){.sin_family = AF_INET};
+    addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof *addr;
+    if (bind(l, (struct sockaddr*)addr, sizeof *addr) || listen(l, 1) ||
+        getsockname(l, (struct sockaddr*)addr, &len)) {
+        printf("listen: %s\n", strerrorname_np(errno));
+        return -1;
+    }
+    return l;
+}
+
 // Leaves every kind of trace print_net_traces() looks for: a TCP connection closed by the
 // client (TIME_WAIT), traffic on lo, a bound abstract unix socket.
 static int net_litter(void) {
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    if (bind(l, (struct sockaddr*)&addr, sizeof addr) || listen(l, 1) ||
-        getsockname(l, (struct sockaddr*)&addr, &len)) {
-        printf("listen: %s\n", strerrorname_np(errno));
-        return 1;
-    }
+    struct sockaddr_in addr;
+    int l = listen_on_loopback(&addr);
+    if (l < 0) return 1;
     int c = socket(AF_INET, SOCK_STREAM, 0);
     if (connect(c, (struct sockaddr*)&addr, sizeof addr)) {
         printf("connect: %s\n", strerrorname_np(errno));
@@ -314,15 +322,8 @@ int main(int argc, char** argv) {
             printf("connect: %s\n", strerrorname_np(errno));
     } else if (!strcmp(cmd, "loopback")) {
         // Talk to ourselves over lo: proves lo is up inside.
-        int l = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in addr = {.sin_family = AF_INET};
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof addr;
-        if (bind(l, (struct sockaddr*)&addr, sizeof addr) || listen(l, 1) ||
-            getsockname(l, (struct sockaddr*)&addr, &len)) {
-            printf("listen: %s\n", strerrorname_np(errno));
-            return 1;
-        }
+        struct sockaddr_in addr;
+        if (listen_on_loopback(&addr) < 0) return 1;
         int c = socket(AF_INET, SOCK_STREAM, 0);
         puts(connect(c, (struct sockaddr*)&addr, sizeof addr) == 0 ? "self-connect ok"
                                                                    : "self-connect failed");
