@@ -59,6 +59,11 @@ json compile_cache_stats(const CompileCache& cache) {
             {"evictions", stats.evictions}};
 }
 
+json prepared_stats(const isolate::Sandbox& sandbox) {
+    auto stats = sandbox.prepared_stats();
+    return {{"used", stats.used}, {"discarded", stats.discarded}};
+}
+
 json stats_body(const DaemonServices& services, std::size_t connections) {
     Scheduler::Stats stats = services.scheduler.stats();
     auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
@@ -75,6 +80,7 @@ json stats_body(const DaemonServices& services, std::size_t connections) {
             {"requests", services.requests.load()},
             {"languages", services.languages.all().size()},
             {"compile_cache", compile_cache_stats(services.compile_cache)},
+            {"prepared_sandboxes", prepared_stats(services.sandbox)},
             {"version", SANDBOXD_VERSION}};
 }
 

@@ -20,8 +20,8 @@ void CancelToken::cancel() noexcept {
     [[maybe_unused]] auto written = ::write(event_.get(), &one, sizeof one);
 }
 
-Scheduler::Scheduler(unsigned slots, std::size_t queue_capacity)
-    : queue_capacity_(queue_capacity), running_(slots) {
+Scheduler::Scheduler(unsigned slots, std::size_t queue_capacity, BetweenJobs between_jobs)
+    : queue_capacity_(queue_capacity), between_jobs_(std::move(between_jobs)), running_(slots) {
     threads_.reserve(slots);
     for (unsigned slot = 0; slot < slots; ++slot)
         threads_.emplace_back([this, slot] { slot_loop(slot); });
@@ -116,6 +116,11 @@ void Scheduler::slot_loop(unsigned slot) {
         running_[slot] = nullptr;
         ++completed_;
         idle_.notify_all();
+        if (between_jobs_ && queue_.empty() && !exiting_) {
+            lock.unlock();
+            between_jobs_(slot);
+            lock.lock();
+        }
     }
 }
 

@@ -41,6 +41,10 @@ class Scheduler {
     // Called instead of `work` for a queued job dropped by shutdown, on the stopping thread.
     using Dropped = std::function<void()>;
 
+    // Runs on a slot thread after each job whenever nothing waits in the queue: the time
+    // between requests, for work that would otherwise slow the next one down.
+    using BetweenJobs = std::function<void(unsigned slot)>;
+
     enum class Admission { accepted, busy, shutting_down };
 
     struct Stats {
@@ -52,7 +56,7 @@ class Scheduler {
         std::size_t queue_capacity = 0;
     };
 
-    Scheduler(unsigned slots, std::size_t queue_capacity);
+    Scheduler(unsigned slots, std::size_t queue_capacity, BetweenJobs between_jobs = {});
     ~Scheduler();  // cancels everything and joins the slot threads
     Scheduler(const Scheduler&) = delete;
     Scheduler& operator=(const Scheduler&) = delete;
@@ -78,6 +82,7 @@ class Scheduler {
     void slot_loop(unsigned slot);
 
     const std::size_t queue_capacity_;
+    const BetweenJobs between_jobs_;
     mutable std::mutex mutex_;
     std::condition_variable work_ready_;
     std::condition_variable idle_;

@@ -137,6 +137,9 @@ int serve(const ServeOptions& options) {
         sandbox_config.slots = config.slots;
         // Enough for every slot to start its next run without waiting, within reason.
         sandbox_config.prepared_netns = std::min(config.slots, 8u) + 1;
+        // Requests usually come in runs of the same language and limits: build each slot's
+        // next sandbox while it waits (docs/performance.md).
+        sandbox_config.prepare_ahead = true;
         isolate::Sandbox sandbox(sandbox_config, isolate::cgroup::detect_backend(cgroup_options));
 
         std::vector<std::string> warnings;
@@ -150,7 +153,8 @@ int serve(const ServeOptions& options) {
                                       "unknown_language (see scripts/build-rootfs)"));
 
         asio::io_context io;
-        Scheduler scheduler(config.slots, config.queue_size);
+        Scheduler scheduler(config.slots, config.queue_size,
+                            [&sandbox](unsigned slot) { sandbox.prepare_slot(slot); });
         CompileCache compile_cache(config.compile_cache_bytes);
         DaemonServices services{config, languages, sandbox, scheduler, compile_cache, log};
         Server server(io, services);

@@ -133,6 +133,8 @@ enum class ControlType : std::uint32_t {
     exited,  // init -> supervisor: the program's wait status
     file,    // init -> supervisor: a collected file; carries its fd (or an errno)
     done,    // init -> supervisor: everything sent
+    ready,   // init -> supervisor: the sandbox is built; waiting for the program's part of the plan
+    start,   // supervisor -> init: the program's part of the plan is filled in; run it
 };
 
 struct ControlMessage {
@@ -149,8 +151,12 @@ struct ControlMessage {
     std::int64_t monotonic_ns = 0;
 };
 
-// Builds the plan; throws SetupError on anything it cannot represent safely.
-ChildPlan make_child_plan(const RunSpec& spec, uid_t inside_id, int last_capability);
+// The plan's sandbox part, which depends only on the shape of `spec` (rootfs, binds, working
+// directory, tmpfs size); throws SetupError on anything it cannot represent safely.
+ChildPlan make_sandbox_plan(const RunSpec& spec, uid_t inside_id, int last_capability);
+// Fills in (or replaces) the program's part: input files, collected files, argv, environment,
+// rlimits, seccomp. Pointers into `spec` are kept. Throws SetupError like make_sandbox_plan.
+void plan_program(const RunSpec& spec, ChildPlan& plan);
 
 // The sandbox's pid 1. Never returns.
 [[noreturn]] void run_init(const ChildPlan& plan) noexcept;

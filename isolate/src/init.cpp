@@ -23,6 +23,8 @@ namespace isolate {
 namespace {
 
 constexpr char kHostname[] = "sandbox";
+constexpr char kBusyName[] = "sandbox-init";
+constexpr char kIdleName[] = "sandbox-ready";
 
 // close_range cannot skip descriptors, so close the gaps between the ones we keep.
 void close_all_except(int a, int b, int c, int d) noexcept {
@@ -38,12 +40,12 @@ void close_all_except(int a, int b, int c, int d) noexcept {
     ::syscall(SYS_close_range, std::max(next, 3U), ~0U, 0U);
 }
 
-bool wait_for_go(int control_fd) noexcept {
+bool wait_for(int control_fd, ControlType expected) noexcept {
     ControlMessage message{};
     for (;;) {
         ssize_t got = ::recv(control_fd, &message, sizeof message, 0);
         if (got < 0 && errno == EINTR) continue;
-        return got == static_cast<ssize_t>(sizeof message) && message.type == ControlType::go;
+        return got == static_cast<ssize_t>(sizeof message) && message.type == expected;
     }
 }
 
@@ -167,6 +169,8 @@ long spawn_program(const ChildPlan& plan, int workdir_fd, std::uint64_t cpu_at_f
 }  // namespace
 
 void run_init(const ChildPlan& plan) noexcept {
+    // Names for `ps` on the host: a sandbox at work, or one built ahead and idle.
+    ::prctl(PR_SET_NAME, kBusyName, 0, 0, 0);
     if (plan.started_fd >= 0) {
         const std::uint64_t one = 1;
         if (::write(plan.started_fd, &one, sizeof one) != sizeof one) ::_exit(125);
@@ -184,7 +188,7 @@ void run_init(const ChildPlan& plan) noexcept {
     }
     close_all_except(plan.control_fd, plan.stdin_fd, plan.stdout_fd, plan.stderr_fd);
     // EOF here means the supervisor gave up (or died) before the sandbox was ready.
-    if (!wait_for_go(plan.control_fd)) ::_exit(125);
+    if (!wait_for(plan.control_fd, ControlType::go)) ::_exit(125);
 
     ChildFailure failure;
     // Joined now that the supervisor placed us in our cgroup, so it becomes our cgroup root.
@@ -206,7 +210,6 @@ void run_init(const ChildPlan& plan) noexcept {
         fail(failure, ChildStep::open_workdir);
         die_reporting(plan, failure);
     }
-    if (!write_input_files(plan, workdir_fd, failure)) die_reporting(plan, failure);
     if (::sethostname(kHostname, sizeof kHostname - 1) != 0 ||
         ::setdomainname(kHostname, sizeof kHostname - 1) != 0) {
         fail(failure, ChildStep::set_hostname);
@@ -219,6 +222,16 @@ void run_init(const ChildPlan& plan) noexcept {
         die_reporting(plan, failure);
     }
     if (!drop_capabilities(plan, failure)) die_reporting(plan, failure);
+
+    // Everything above depends only on the sandbox's shape (rootfs, mounts, limits), not on
+    // the program. A sandbox prepared ahead of its request idles here until the supervisor
+    // has filled in the program's part of the plan (files, argv, environment, seccomp).
+    ::prctl(PR_SET_NAME, kIdleName, 0, 0, 0);
+    send_or_die(plan, {ControlType::ready, ChildStep::wait_for_go, 0, 0, 0});
+    if (!wait_for(plan.control_fd, ControlType::start)) ::_exit(125);
+    ::prctl(PR_SET_NAME, kBusyName, 0, 0, 0);
+    // The working directory is owned by our (inside) uid, so no capability is needed here.
+    if (!write_input_files(plan, workdir_fd, failure)) die_reporting(plan, failure);
 
     const auto cpu_at_fork = static_cast<std::uint64_t>(clock_ns(CLOCK_PROCESS_CPUTIME_ID));
     long program = spawn_program(plan, workdir_fd, cpu_at_fork);

@@ -71,16 +71,13 @@ rlim_t at_least_one(std::uint64_t value) {
 
 }  // namespace
 
-ChildPlan make_child_plan(const RunSpec& spec, uid_t inside_id, int last_capability) {
-    if (spec.argv.empty() || spec.argv[0].empty()) throw SetupError("argv is empty");
-    if (!spec.seccomp) throw SetupError("no seccomp filter given; runs are never unfiltered");
+ChildPlan make_sandbox_plan(const RunSpec& spec, uid_t inside_id, int last_capability) {
     if (spec.workdir.size() < 2 || spec.workdir.front() != '/')
         throw SetupError("workdir must be an absolute path below /");
 
     ChildPlan plan;
     plan.inside_id = inside_id;
     plan.last_capability = last_capability;
-    plan.seccomp = spec.seccomp.get();
 
     std::error_code ec;
     auto rootfs = std::filesystem::canonical(spec.rootfs, ec);
@@ -113,9 +110,18 @@ ChildPlan make_child_plan(const RunSpec& spec, uid_t inside_id, int last_capabil
     plan.shm_options = tmpfs_options(spec.limits.tmpfs_bytes, "1777");
     plan.tmp_options = tmpfs_options(spec.limits.tmpfs_bytes, "1777");
     plan.work_options = tmpfs_options(spec.limits.tmpfs_bytes, "0755");
+    plan.control_fd = -1;
+    return plan;
+}
+
+void plan_program(const RunSpec& spec, ChildPlan& plan) {
+    if (spec.argv.empty() || spec.argv[0].empty()) throw SetupError("argv is empty");
+    if (!spec.seccomp) throw SetupError("no seccomp filter given; runs are never unfiltered");
+    plan.seccomp = spec.seccomp.get();
 
     std::set<std::string> dirs;
     std::set<std::string> seen_files;
+    plan.files.clear();
     for (const auto& file : spec.files) {
         require_contained_path(file.path, "input file");
         if (!seen_files.insert(file.path).second)
@@ -135,6 +141,7 @@ ChildPlan make_child_plan(const RunSpec& spec, uid_t inside_id, int last_capabil
     plan.collect = spec.collect;
 
     const std::string& program = spec.argv[0];
+    plan.exec_candidates.clear();
     if (program.find('/') != std::string::npos) {
         plan.exec_candidates.push_back(program);
     } else {
@@ -152,6 +159,8 @@ ChildPlan make_child_plan(const RunSpec& spec, uid_t inside_id, int last_capabil
         }
         if (plan.exec_candidates.empty()) throw SetupError("PATH has no absolute directory");
     }
+    plan.argv.clear();
+    plan.envp.clear();
     for (const auto& arg : spec.argv) plan.argv.push_back(const_cast<char*>(arg.c_str()));
     plan.argv.push_back(nullptr);
     for (const auto& entry : spec.env) {
@@ -172,9 +181,6 @@ ChildPlan make_child_plan(const RunSpec& spec, uid_t inside_id, int last_capabil
         {RLIMIT_CORE, {0, 0}},
         {RLIMIT_CPU, {cpu_seconds, cpu_seconds + 1}},
     };
-
-    plan.control_fd = -1;
-    return plan;
 }
 
 }  // namespace isolate

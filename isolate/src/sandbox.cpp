@@ -35,6 +35,7 @@
 #include "isolate/error.h"
 #include "isolate/seccomp.h"
 #include "netns_pool.h"
+#include "prepared_sandbox.h"
 #include "verdict.h"
 
 namespace isolate {
@@ -43,16 +44,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kReadChunk = 64 * 1024;
-
-struct Pipe {
-    UniqueFd read_end, write_end;
-};
-
-Pipe make_pipe() {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
-    return {UniqueFd(fds[0]), UniqueFd(fds[1])};
-}
 
 void set_nonblocking(int fd) {
     int flags = ::fcntl(fd, F_GETFL);
@@ -85,52 +76,12 @@ void disarm_timer(int fd) {
     ::timerfd_settime(fd, 0, &spec, nullptr);
 }
 
-void write_file(const std::string& path, const std::string& content) {
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!fd) throw_errno("open " + path);
-    if (::write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size()))
-        throw_errno("write " + path);
-}
-
 int read_last_capability() {
     std::ifstream in("/proc/sys/kernel/cap_last_cap");
     int last = 0;
     if (!(in >> last) || last < 0 || last > 63) throw SetupError("cannot read cap_last_cap");
     return last;
 }
-
-// The sandbox's pid 1, as seen from the host. Killed and reaped on every path out.
-class SandboxProcess {
-  public:
-    SandboxProcess(pid_t pid, int pidfd) : pid_(pid), pidfd_(pidfd) {}
-    SandboxProcess(const SandboxProcess&) = delete;
-    SandboxProcess& operator=(const SandboxProcess&) = delete;
-    ~SandboxProcess() {
-        if (reaped_) return;
-        kill();
-        siginfo_t info{};
-        while (::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED) != 0 &&
-               errno == EINTR) {
-        }
-    }
-
-    pid_t pid() const { return pid_; }
-    int pidfd() const { return pidfd_.get(); }
-    void kill() noexcept { ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0); }
-    // Call when pidfd is readable.
-    void reap() {
-        siginfo_t info{};
-        while (::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED) != 0) {
-            if (errno != EINTR) throw_errno("waitid");
-        }
-        reaped_ = true;
-    }
-
-  private:
-    pid_t pid_;
-    UniqueFd pidfd_;
-    bool reaped_ = false;
-};
 
 // Claims a slot for the duration of a run so that two runs never share a host uid.
 class SlotClaim {
@@ -154,25 +105,22 @@ class SlotClaim {
     unsigned slot_;
 };
 
-// pid 1's entry when it shares our memory (clone3_calling).
-int init_main(void* plan) {
-    run_init(*static_cast<const ChildPlan*>(plan));
-}
-
 // One run, from clone3 to the last byte of output.
 class Supervisor {
   public:
-    Supervisor(const SandboxConfig& config, cgroup::Backend& cgroups, NetnsPool* netns_pool,
-               InitSpawner* init_spawner, const RunSpec& spec, int last_capability,
-               unsigned parallelism, std::string run_name)
+    Supervisor(const SandboxConfig& config, PreparedSandbox& box, const RunSpec& spec,
+               unsigned parallelism)
         : config_(config),
-          cgroups_(cgroups),
-          netns_pool_(netns_pool),
-          init_spawner_(init_spawner),
+          box_(box),
           spec_(spec),
-          last_capability_(last_capability),
           parallelism_(parallelism),
-          run_name_(std::move(run_name)) {}
+          plan_(box.plan),
+          cgroup_(box.cgroup),
+          stdin_(box.stdin_pipe),
+          stdout_(box.stdout_pipe),
+          stderr_(box.stderr_pipe),
+          control_(box.control),
+          process_(box.process) {}
 
     RunResult run();
 
@@ -190,19 +138,16 @@ class Supervisor {
     void collect_file(int index, int error, UniqueFd fd);
 
     const SandboxConfig& config_;
-    cgroup::Backend& cgroups_;
-    NetnsPool* netns_pool_;
-    InitSpawner* init_spawner_;
+    PreparedSandbox& box_;
     const RunSpec& spec_;
-    int last_capability_;
     unsigned parallelism_;
-    std::string run_name_;
 
-    ChildPlan plan_;
-    std::unique_ptr<cgroup::RunCgroup> cgroup_;
-    Pipe stdin_, stdout_, stderr_;
-    UniqueFd control_, child_control_;
-    std::unique_ptr<SandboxProcess> process_;
+    // The sandbox's parts, named as the supervisor sees them.
+    ChildPlan& plan_;
+    std::unique_ptr<cgroup::RunCgroup>& cgroup_;
+    Pipe &stdin_, &stdout_, &stderr_;
+    UniqueFd& control_;
+    std::unique_ptr<SandboxProcess>& process_;
     UniqueFd phase_timer_, cpu_timer_, listener_;
     std::size_t stdin_offset_ = 0;
 
@@ -211,6 +156,7 @@ class Supervisor {
     bool exec_seen_ = false;
     bool exited_seen_ = false;
     bool init_dead_ = false;
+    bool done_seen_ = false;
     std::uint64_t cpu_baseline_ns_ = 0;         // setup's CPU, charged to the cgroup before execve
     std::uint64_t init_cpu_after_fork_ns_ = 0;  // pid 1's own, reported when it is done
     Clock::time_point wall_start_, wall_end_;
@@ -242,87 +188,25 @@ RunResult Supervisor::run() {
 }
 
 void Supervisor::start() {
-    plan_ = make_child_plan(spec_, config_.inside_uid, last_capability_);
-    cgroup_ = cgroups_.create(run_name_, {spec_.limits.memory_bytes,
-                                          spec_.limits.max_processes + 1,  // + init
-                                          spec_.limits.cpus});
-    stdin_ = make_pipe();
-    stdout_ = make_pipe();
-    stderr_ = make_pipe();
-    int pair[2];
-    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0)
-        throw_errno("socketpair");
-    control_.reset(pair[0]);
-    child_control_.reset(pair[1]);
-    plan_.control_fd = child_control_.get();
-    plan_.stdin_fd = stdin_.read_end.get();
-    plan_.stdout_fd = stdout_.write_end.get();
-    plan_.stderr_fd = stderr_.write_end.get();
-    plan_.cgroup_join_fds = cgroup_->self_join_fds();
     phase_timer_ = make_timer();
     cpu_timer_ = make_timer();
     arm_timer(phase_timer_.get(), std::chrono::milliseconds(config_.setup_timeout_ms));
-
-    UniqueFd prepared_netns = netns_pool_ ? netns_pool_->take() : UniqueFd();
-    if (prepared_netns) plan_.bring_up_loopback = false;
-    int pidfd = -1;
-    clone_args args{};
-    args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
-                 CLONE_PIDFD | (prepared_netns ? 0 : CLONE_NEWNET);
-    args.pidfd = reinterpret_cast<std::uint64_t>(&pidfd);
-    args.exit_signal = SIGCHLD;
-    if (int cgroup_fd = cgroup_->clone_into_fd(); cgroup_fd >= 0) {
-        // The process is born inside its cgroup; it is never accounted anywhere else.
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = static_cast<std::uint64_t>(cgroup_fd);
-    }
-    long pid;
-    UniqueFd started;
-    if (init_spawner_) {
-        started.reset(::eventfd(0, EFD_CLOEXEC));
-        if (!started) throw_errno("eventfd");
-        plan_.started_fd = started.get();
-        plan_.program_stack = init_spawner_->program_stack();
-        plan_.program_stack_size = init_spawner_->program_stack_size();
-        pid = init_spawner_->spawn(args, init_main, &plan_, started.get(),
-                                   prepared_netns ? prepared_netns.get() : -1,
-                                   prepared_netns ? netns_pool_->home() : -1);
-    } else {
-        std::optional<NetnsEntered> in_prepared_netns;
-        if (prepared_netns) in_prepared_netns.emplace(prepared_netns.get(), netns_pool_->home());
-        pid = ::syscall(SYS_clone3, &args, sizeof args);
-        if (pid == 0) run_init(plan_);
-        if (pid < 0) throw_errno("clone3");
-    }
-    process_ = std::make_unique<SandboxProcess>(static_cast<pid_t>(pid), pidfd);
-    // pid 1 holds the namespace now; it lives exactly as long as the sandbox.
-    prepared_netns.reset();
-
-    child_control_.reset();
-    stdin_.read_end.reset();
-    stdout_.write_end.reset();
-    stderr_.write_end.reset();
-
-    uid_t host_id = config_.uid_base + spec_.slot;
-    std::string map = std::to_string(config_.inside_uid) + " " + std::to_string(host_id) + " 1\n";
-    std::string proc = "/proc/" + std::to_string(pid);
-    write_file(proc + "/uid_map", map);
-    write_file(proc + "/gid_map", map);
-    // v1 without self-join descriptors (none today): move it from here, at a lock's cost.
-    if (cgroup_->clone_into_fd() < 0 && plan_.cgroup_join_fds.empty())
-        cgroup_->attach(process_->pid());
-
     set_nonblocking(stdin_.write_end.get());
     set_nonblocking(stdout_.read_end.get());
     set_nonblocking(stderr_.read_end.get());
     if (spec_.stdin_data.empty()) stdin_.write_end.reset();
-    if (!send_control(control_.get(), {ControlType::go, ChildStep::wait_for_go, 0, 0, 0}))
-        throw_errno("send go to the sandbox");
+    if (box_.started()) return;
+    box_.fill_in_program(spec_);
+    box_.start();
 }
 
 void Supervisor::event_loop() {
     enum { kControl, kStdout, kStderr, kStdin, kProcess, kPhase, kCpu, kListener, kCancel, kCount };
-    while (!init_dead_ || stdout_.read_end || stderr_.read_end || control_) {
+    // After `done`, pid 1 has reaped everything else and says nothing more; its exit
+    // (tearing down the namespaces) need not be waited for. A sandbox killed from here is
+    // reaped first.
+    while (!(init_dead_ || done_seen_) || stdout_.read_end || stderr_.read_end ||
+           (control_ && !done_seen_)) {
         pollfd fds[kCount] = {};
         auto watch = [&](int slot, int fd, short events) {
             fds[slot].fd = fd;
@@ -430,8 +314,11 @@ void Supervisor::handle_control() {
                 break;
             case ControlType::done:
                 init_cpu_after_fork_ns_ = message->cpu_ns;
+                done_seen_ = true;
                 break;
             case ControlType::go:
+            case ControlType::ready:
+            case ControlType::start:
                 break;
         }
     }
@@ -574,14 +461,28 @@ void ensure_standard_fds_open() {
 
 }  // namespace
 
+// A slot's sandboxes between runs. Only the holder of the slot's SlotClaim touches it.
+struct SlotSandboxes {
+    // Built ahead in the shape of the slot's last run, waiting at `ready`.
+    std::unique_ptr<PreparedSandbox> prepared;
+    // The last run's, once its answer is known: pid 1 may still be exiting, and its cgroup
+    // is still there. Torn down by prepare_slot() or the slot's next run.
+    std::unique_ptr<PreparedSandbox> finished;
+    // The last run's shape, as a RunSpec without a program.
+    std::optional<RunSpec> last_shape;
+};
+
 struct SandboxState {
     std::mutex mutex;
     std::set<unsigned> busy_slots;
     std::atomic<std::uint64_t> run_counter{0};
+    std::atomic<std::uint64_t> prepared_used{0}, prepared_discarded{0};
     int last_capability = 0;
     unsigned parallelism = 1;
     std::unique_ptr<NetnsPool> netns_pool;
     std::vector<std::unique_ptr<InitSpawner>> init_spawners;  // per slot, made on first use
+    // Last, so it goes first: a prepared pid 1 lives inside its spawner's clone3 call.
+    std::vector<SlotSandboxes> slots;
 
     InitSpawner* init_spawner(const SandboxConfig& config, unsigned slot) {
         if (!config.init_shares_memory || !InitSpawner::supported()) return nullptr;
@@ -590,7 +491,25 @@ struct SandboxState {
         if (!init_spawners[slot]) init_spawners[slot] = std::make_unique<InitSpawner>();
         return init_spawners[slot].get();
     }
+
+    std::string next_run_name(unsigned slot) {
+        return "run-" + std::to_string(slot) + "-" + std::to_string(run_counter.fetch_add(1));
+    }
 };
+
+namespace {
+
+RunSpec shape_only(const RunSpec& spec) {
+    RunSpec shape;
+    shape.rootfs = spec.rootfs;
+    shape.binds = spec.binds;
+    shape.workdir = spec.workdir;
+    shape.limits = spec.limits;
+    shape.slot = spec.slot;
+    return shape;
+}
+
+}  // namespace
 
 Sandbox::Sandbox(SandboxConfig config, std::unique_ptr<cgroup::Backend> cgroups)
     : config_(config), cgroups_(std::move(cgroups)) {
@@ -602,6 +521,7 @@ Sandbox::Sandbox(SandboxConfig config, std::unique_ptr<cgroup::Backend> cgroups)
     state_ = std::make_unique<SandboxState>();
     state_->last_capability = read_last_capability();
     state_->parallelism = std::max(1u, std::thread::hardware_concurrency());
+    state_->slots.resize(config_.slots);
     if (config_.prepared_netns > 0)
         state_->netns_pool = std::make_unique<NetnsPool>(config_.prepared_netns);
 }
@@ -613,21 +533,60 @@ RunResult Sandbox::run(const RunSpec& spec) {
         if (spec.slot >= config_.slots)
             throw SetupError("slot " + std::to_string(spec.slot) + " is out of range");
         SlotClaim claim(state_->mutex, state_->busy_slots, spec.slot);
+        SlotSandboxes& slot = state_->slots[spec.slot];
+        slot.finished.reset();
         unsigned parallelism = state_->parallelism;
         if (spec.limits.cpus > 0)
             parallelism = std::min(parallelism, static_cast<unsigned>(std::ceil(spec.limits.cpus)));
-        std::string name = "run-" + std::to_string(spec.slot) + "-" +
-                           std::to_string(state_->run_counter.fetch_add(1));
-        Supervisor supervisor(config_, *cgroups_, state_->netns_pool.get(),
-                              state_->init_spawner(config_, spec.slot), spec,
-                              state_->last_capability, std::max(1u, parallelism), std::move(name));
-        return supervisor.run();
+
+        std::unique_ptr<PreparedSandbox> box = std::move(slot.prepared);
+        if (box && box->shape() == SandboxShape::of(spec) && box->still_waiting()) {
+            state_->prepared_used.fetch_add(1);
+        } else {
+            if (box) state_->prepared_discarded.fetch_add(1);
+            box.reset();
+            SandboxParts parts{config_, *cgroups_, state_->netns_pool.get(),
+                               state_->init_spawner(config_, spec.slot), state_->last_capability};
+            box = std::make_unique<PreparedSandbox>(parts, spec, true,
+                                                    state_->next_run_name(spec.slot));
+        }
+        RunResult result = Supervisor(config_, *box, spec, std::max(1u, parallelism)).run();
+        if (config_.prepare_ahead) {
+            slot.finished = std::move(box);
+            slot.last_shape = shape_only(spec);
+        }
+        return result;
     } catch (const std::exception& error) {
         RunResult result;
         result.status = Status::internal_error;
         result.message = error.what();
         return result;
     }
+}
+
+void Sandbox::prepare_slot(unsigned slot_index) {
+    if (slot_index >= config_.slots) return;
+    try {
+        SlotClaim claim(state_->mutex, state_->busy_slots, slot_index);
+        SlotSandboxes& slot = state_->slots[slot_index];
+        slot.finished.reset();
+        if (slot.prepared || !slot.last_shape) return;
+        InitSpawner* spawner = state_->init_spawner(config_, slot_index);
+        if (!spawner) return;
+        SandboxParts parts{config_, *cgroups_, state_->netns_pool.get(), spawner,
+                           state_->last_capability};
+        auto box = std::make_unique<PreparedSandbox>(parts, *slot.last_shape, false,
+                                                     state_->next_run_name(slot_index));
+        // One that failed is dropped here; the next run builds its own and reports why.
+        if (box->wait_until_ready(std::chrono::milliseconds(config_.setup_timeout_ms)))
+            slot.prepared = std::move(box);
+    } catch (const std::exception&) {
+        // Busy slot, or the build failed: the next run takes the ordinary path.
+    }
+}
+
+Sandbox::PreparedStats Sandbox::prepared_stats() const {
+    return {state_->prepared_used.load(), state_->prepared_discarded.load()};
 }
 
 }  // namespace isolate

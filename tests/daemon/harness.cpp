@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -471,6 +472,28 @@ std::vector<pid_t> processes_of_uids(uid_t first, unsigned count) {
             found.push_back(static_cast<pid_t>(std::stoi(name)));
     }
     return found;
+}
+
+namespace {
+
+bool idle_prepared(pid_t pid) {
+    std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    return name == "sandbox-ready";
+}
+
+}  // namespace
+
+std::vector<pid_t> run_processes_of_uids(uid_t first, unsigned count) {
+    auto found = processes_of_uids(first, count);
+    std::erase_if(found, idle_prepared);
+    return found;
+}
+
+std::size_t prepared_sandboxes_of_uids(uid_t first, unsigned count) {
+    auto found = processes_of_uids(first, count);
+    return static_cast<std::size_t>(std::count_if(found.begin(), found.end(), idle_prepared));
 }
 
 std::vector<fs::path> cgroup_leftovers(const Daemon& daemon) {

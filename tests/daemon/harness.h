@@ -102,6 +102,11 @@ Json execute(const std::string& language, const std::string& code, Json extra = 
 
 // Host processes whose real uid is in [first, first + count).
 std::vector<pid_t> processes_of_uids(uid_t first, unsigned count);
+// The same without the idle pid 1s of sandboxes built ahead (named "sandbox-ready"): the
+// processes of runs.
+std::vector<pid_t> run_processes_of_uids(uid_t first, unsigned count);
+// How many sandboxes built ahead wait, idle, in [first, first + count).
+std::size_t prepared_sandboxes_of_uids(uid_t first, unsigned count);
 
 // True on a host with cgroup2 only (/sys/fs/cgroup is cgroup2, no v1 memory hierarchy), where
 // the daemon must pick the v2 backend; false on hybrid v1 hosts like our CI machine.

@@ -297,3 +297,35 @@ TEST_CASE("compile cache: what a cached artifact's run leaves behind is not in t
     CHECK(first["run"]["stdout"] == second["run"]["stdout"]);
     CHECK(second["run"]["stdout"].get<std::string>().rfind("0 ", 0) == 0);
 }
+
+// The daemon builds each slot's next sandbox between requests (Sandbox::prepare_slot). A run
+// in it must find nothing of the run before: the sandbox is new, not a cleaned-up old one.
+TEST_CASE("a sandbox built between requests is used, and the run before left nothing in it" *
+          doctest::test_suite("vm")) {
+    DaemonOptions options;
+    options.slots = 1;
+    Daemon daemon(options);
+    Client client(daemon.socket());
+    const std::string litter =
+        "echo x > /tmp/left; echo x > /dev/shm/left; echo x > left; mkdir /tmp/dir\n"
+        "setsid sleep 1000 < /dev/null > /dev/null 2>&1 &\necho littered\n";
+    const std::string look =
+        "ls -A /tmp /dev/shm .\nfor p in /proc/[0-9]*; do read c < $p/comm; echo \"$c\"; done\n";
+    // The look sees litter where there is some.
+    Json seen = client.call(execute("bash", litter + "sleep 0.1\n" + look));
+    REQUIRE(seen["status"] == "ok");
+    CHECK(seen["run"]["stdout"].get<std::string>().find("left") != std::string::npos);
+    CHECK(seen["run"]["stdout"].get<std::string>().find("sleep") != std::string::npos);
+
+    CHECK(client.call(execute("bash", litter))["run"]["stdout"] == "littered\n");
+    for (int run = 0; run < 3; ++run) {
+        REQUIRE(
+            eventually([&] { return prepared_sandboxes_of_uids(daemon.uid_base(), 1) == 1; }, 10s));
+        // Only the idle pid 1 is left of the sandboxes: the sleeper died with its run.
+        CHECK(processes_of_uids(daemon.uid_base(), 1).size() == 1);
+        const int used = client.call({{"op", "stats"}})["prepared_sandboxes"]["used"];
+        Json clean = client.call(execute("bash", look));
+        CHECK(clean["run"]["stdout"] == ".:\nmain.sh\n\n/dev/shm:\n\n/tmp:\nsandbox-init\nbash\n");
+        CHECK(client.call({{"op", "stats"}})["prepared_sandboxes"]["used"] == used + 1);
+    }
+}

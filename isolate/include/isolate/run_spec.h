@@ -36,6 +36,7 @@ struct InputFile {
 struct BindMount {
     std::filesystem::path source;  // host path
     std::string target;  // absolute path inside the rootfs; the directory must exist there
+    bool operator==(const BindMount&) const = default;
 };
 
 struct RunSpec {

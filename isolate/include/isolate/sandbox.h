@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <memory>
 
 #include "isolate/cgroup.h"
@@ -23,6 +24,12 @@ struct SandboxConfig {
     // pid 1 shares the supervisor's memory instead of being a copy-on-write clone of it
     // (see init_spawner.h). Ignored where unsupported (not x86_64), where the copy remains.
     bool init_shares_memory = true;
+    // Build each slot's next sandbox ahead, between runs (prepare_slot), in the shape of its
+    // last run: cgroup, namespaces, mounts and pid 1, all but the program. A run whose shape
+    // (rootfs, binds, working directory, memory, process and tmpfs limits, CPU cap) matches
+    // uses it; each is used once. Also leaves a run's last teardown (pid 1's exit, removing
+    // its cgroup) to prepare_slot() or the slot's next run. Needs init_shares_memory.
+    bool prepare_ahead = false;
 };
 
 struct SandboxState;
@@ -36,6 +43,17 @@ class Sandbox {
     Sandbox& operator=(const Sandbox&) = delete;
 
     RunResult run(const RunSpec& spec);
+
+    // Call between a slot's runs, off any request's path: finishes tearing down the slot's
+    // last run, then (with prepare_ahead) builds its next sandbox. Does nothing if the slot is
+    // running; never throws (a failed build leaves the next run to build its own).
+    void prepare_slot(unsigned slot);
+
+    struct PreparedStats {
+        std::uint64_t used = 0;       // runs that found their sandbox built ahead
+        std::uint64_t discarded = 0;  // sandboxes built ahead for a shape that did not come
+    };
+    PreparedStats prepared_stats() const;
 
     const SandboxConfig& config() const { return config_; }
     const cgroup::Backend& cgroups() const { return *cgroups_; }

@@ -1,0 +1,122 @@
+#pragma once
+
+// A sandbox built up to the point where only the program is missing: its cgroup with limits,
+// its stdio pipes and control socket, and pid 1 in fresh namespaces with the filesystem
+// mounted, pivoted into, and every capability dropped, waiting for `start`.
+//
+// Nothing here depends on the program (files, argv, environment, seccomp), so a slot can
+// build its next sandbox between requests, off the request's path, when it expects the same
+// shape again. Each one is used by exactly one run and then destroyed: a sandbox prepared
+// ahead has run none of anyone's code, only ours.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "child_plan.h"
+#include "isolate/cgroup.h"
+#include "isolate/run_spec.h"
+#include "isolate/sandbox.h"
+#include "isolate/unique_fd.h"
+
+namespace isolate {
+
+class InitSpawner;
+class NetnsPool;
+
+// What of a RunSpec a prepared sandbox was built for. A run whose spec differs in any of
+// these cannot use it.
+struct SandboxShape {
+    std::filesystem::path rootfs;
+    std::vector<BindMount> binds;
+    std::string workdir;
+    std::uint64_t tmpfs_bytes = 0;
+    std::uint64_t memory_bytes = 0;
+    std::uint64_t max_processes = 0;
+    double cpus = 0;
+
+    static SandboxShape of(const RunSpec& spec);
+    bool operator==(const SandboxShape&) const = default;
+};
+
+struct Pipe {
+    UniqueFd read_end, write_end;
+};
+
+// The sandbox's pid 1, as seen from the host. Killed and reaped on every path out.
+class SandboxProcess {
+  public:
+    SandboxProcess(pid_t pid, int pidfd) : pid_(pid), pidfd_(pidfd) {}
+    SandboxProcess(const SandboxProcess&) = delete;
+    SandboxProcess& operator=(const SandboxProcess&) = delete;
+    ~SandboxProcess();
+
+    pid_t pid() const { return pid_; }
+    int pidfd() const { return pidfd_.get(); }
+    void kill() noexcept;
+    // Call when pidfd is readable.
+    void reap();
+
+  private:
+    pid_t pid_;
+    UniqueFd pidfd_;
+    bool reaped_ = false;
+};
+
+// What building a sandbox needs from the Sandbox that owns the slot.
+struct SandboxParts {
+    const SandboxConfig& config;
+    cgroup::Backend& cgroups;
+    NetnsPool* netns_pool;      // may be null
+    InitSpawner* init_spawner;  // null: pid 1 is a copy-on-write clone
+    int last_capability;
+};
+
+class PreparedSandbox {
+  public:
+    // Builds the sandbox for `spec`'s shape and tells pid 1 to set it up. With
+    // `with_program`, the program's part of the plan is filled in too and pid 1 is told to
+    // go straight on (the request's own path); without, it stops at `ready` (see
+    // wait_until_ready) and needs fill_in_program() and start(). Throws SetupError.
+    PreparedSandbox(const SandboxParts& parts, const RunSpec& spec, bool with_program,
+                    std::string run_name);
+    // Kills pid 1 (if it is still there), reaps it, then removes the cgroup.
+    ~PreparedSandbox();
+    PreparedSandbox(const PreparedSandbox&) = delete;
+    PreparedSandbox& operator=(const PreparedSandbox&) = delete;
+
+    // True once pid 1 reports the sandbox built; false if it failed, died or took longer
+    // than `timeout` (the sandbox is then useless and should be destroyed).
+    bool wait_until_ready(std::chrono::milliseconds timeout);
+    // After wait_until_ready: true while pid 1 still waits, silent, for start().
+    bool still_waiting() const;
+
+    // The program's part of the plan, for a run whose shape matches. pid 1 reads it (the
+    // same memory) only after start(); `spec` must outlive the run.
+    void fill_in_program(const RunSpec& spec);
+    void start();
+
+    const SandboxShape& shape() const { return shape_; }
+    bool program_filled_in() const { return program_filled_in_; }
+    bool started() const { return started_; }
+
+    // Destruction order matters: the process goes before its cgroup (members are destroyed
+    // bottom up), and pid 1 reads `plan` until it is reaped.
+    ChildPlan plan;
+    std::unique_ptr<cgroup::RunCgroup> cgroup;
+    Pipe stdin_pipe, stdout_pipe, stderr_pipe;
+    UniqueFd control;
+    std::unique_ptr<SandboxProcess> process;
+
+  private:
+    SandboxShape shape_;
+    bool program_filled_in_ = false;
+    bool started_ = false;
+};
+
+}  // namespace isolate

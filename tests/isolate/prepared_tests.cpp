@@ -1,0 +1,138 @@
+// Sandboxes built ahead of their request (SandboxConfig::prepare_ahead, as the daemon runs):
+// each is used by one run, starts as clean as one built on the request's path, and a run
+// whose shape differs never gets one.
+
+#include <doctest/doctest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "isolate/support.h"
+
+using isolate::Status;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr unsigned kSlot = 3;
+
+struct PreparingSandbox {
+    PreparingSandbox() {
+        isolate::cgroup::BackendOptions options;
+        options.subtree = test::unique_cgroup_subtree("prepared");
+        options.force = test::forced_cgroup_backend();
+        isolate::SandboxConfig config;
+        config.uid_base = 2'100'000;
+        config.slots = 4;
+        config.prepare_ahead = true;
+        sandbox =
+            std::make_unique<isolate::Sandbox>(config, isolate::cgroup::detect_backend(options));
+    }
+    uid_t host_uid() const { return sandbox->config().uid_base + kSlot; }
+    std::unique_ptr<isolate::Sandbox> sandbox;
+};
+
+isolate::RunSpec shell(const std::string& script) {
+    auto spec = test::command({"/bin/sh", "-c", script});
+    spec.slot = kSlot;
+    return spec;
+}
+
+// Leaves what a run can leave: files in every writable place, a detached process.
+constexpr const char* kLitter =
+    "echo x > /tmp/left && echo x > /dev/shm/left && echo x > left && mkdir /tmp/dir && "
+    "{ setsid sleep 1000 < /dev/null > /dev/null 2>&1 & } && echo littered";
+// Looks for it, and names every process it can see.
+constexpr const char* kLook =
+    "ls -A /tmp /dev/shm .; for p in /proc/[0-9]*; do read c < $p/comm; echo \"$c\"; done";
+const std::string kClean = ".:\n\n/dev/shm:\n\n/tmp:\nsandbox-init\nsh\n";
+
+}  // namespace
+
+TEST_CASE("a sandbox built ahead is used once and holds nothing of the run before" *
+          doctest::test_suite("vm")) {
+    PreparingSandbox fixture;
+    isolate::Sandbox& sandbox = *fixture.sandbox;
+    // The look finds the litter where it is.
+    auto seen = sandbox.run(shell(std::string(kLitter) + "; sleep 0.1; " + kLook));
+    REQUIRE(seen.status == Status::ok);
+    CHECK(seen.stdout_data.find("left") != std::string::npos);
+    CHECK(seen.stdout_data.find("sleep") != std::string::npos);
+
+    sandbox.prepare_slot(kSlot);
+    auto litter = sandbox.run(shell(kLitter));
+    REQUIRE(litter.status == Status::ok);
+    CHECK(litter.stdout_data == "littered\n");
+
+    sandbox.prepare_slot(kSlot);
+    // The littering run's pid 1 and its sleeper are gone; only the new pid 1 waits, idle.
+    CHECK(test::processes_of_uid(fixture.host_uid()).size() == 1);
+
+    for (int run = 0; run < 3; ++run) {
+        auto before = sandbox.prepared_stats();
+        auto look = sandbox.run(shell(kLook));
+        CHECK(sandbox.prepared_stats().used == before.used + 1);
+        CHECK(look.status == Status::ok);
+        CHECK(look.stdout_data == kClean);
+        CHECK(look.cpu_time_ms < 200);
+        sandbox.prepare_slot(kSlot);
+    }
+    const uid_t uid = fixture.host_uid();
+    fixture.sandbox.reset();
+    CHECK(test::processes_of_uid(uid).empty());
+}
+
+TEST_CASE("a run of another shape builds its own sandbox with its own limits" *
+          doctest::test_suite("vm")) {
+    PreparingSandbox fixture;
+    isolate::Sandbox& sandbox = *fixture.sandbox;
+    REQUIRE(sandbox.run(shell("true")).status == Status::ok);
+    sandbox.prepare_slot(kSlot);
+
+    auto smaller = shell("stat -f -c '%b %S' /tmp");
+    smaller.limits.tmpfs_bytes = 8 << 20;
+    auto before = sandbox.prepared_stats();
+    auto result = sandbox.run(smaller);
+    CHECK(sandbox.prepared_stats().used == before.used);
+    CHECK(sandbox.prepared_stats().discarded == before.discarded + 1);
+    REQUIRE(result.status == Status::ok);
+    unsigned long blocks = 0, block_size = 0;
+    REQUIRE(std::sscanf(result.stdout_data.c_str(), "%lu %lu", &blocks, &block_size) == 2);
+    CHECK(blocks * block_size == 8ul << 20);
+
+    // A memory limit is part of the shape too: the prepared cgroup's would be wrong.
+    sandbox.prepare_slot(kSlot);
+    auto hungry = test::probe({"hog", "1024"});
+    hungry.slot = kSlot;
+    hungry.limits.memory_bytes = 64 << 20;
+    hungry.limits.tmpfs_bytes = 8 << 20;
+    CHECK(sandbox.run(hungry).status == Status::memory_limit);
+}
+
+TEST_CASE("a sandbox built ahead that died while it waited is not used") {
+    PreparingSandbox fixture;
+    isolate::Sandbox& sandbox = *fixture.sandbox;
+    REQUIRE(sandbox.run(shell("true")).status == Status::ok);
+    sandbox.prepare_slot(kSlot);
+    auto waiting = test::processes_of_uid(fixture.host_uid());
+    REQUIRE(waiting.size() == 1);
+    REQUIRE(::kill(waiting.front(), SIGKILL) == 0);
+    // Dead, not yet reaped (the sandbox reaps it when it drops it).
+    auto dead = [&] {
+        std::ifstream stat("/proc/" + std::to_string(waiting.front()) + "/stat");
+        std::string pid, comm, state;
+        stat >> pid >> comm >> state;
+        return state == "Z";
+    };
+    for (int i = 0; i < 200 && !dead(); ++i) std::this_thread::sleep_for(10ms);
+    REQUIRE(dead());
+
+    auto before = sandbox.prepared_stats();
+    auto result = sandbox.run(shell("echo fresh"));
+    CHECK(result.status == Status::ok);
+    CHECK(result.stdout_data == "fresh\n");
+    CHECK(sandbox.prepared_stats().discarded == before.discarded + 1);
+}
