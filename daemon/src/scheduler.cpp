@@ -116,7 +116,8 @@ void Scheduler::slot_loop(unsigned slot) {
         running_[slot] = nullptr;
         ++completed_;
         idle_.notify_all();
-        if (between_jobs_ && queue_.empty() && !exiting_) {
+        // Not while draining for a shutdown: nothing would use what it builds.
+        if (between_jobs_ && queue_.empty() && accepting_ && !exiting_) {
             lock.unlock();
             between_jobs_(slot);
             lock.lock();
