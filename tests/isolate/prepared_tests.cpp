@@ -77,7 +77,6 @@ TEST_CASE("a sandbox built ahead is used once and holds nothing of the run befor
         CHECK(sandbox.prepared_stats().used == before.used + 1);
         CHECK(look.status == Status::ok);
         CHECK(look.stdout_data == kClean);
-        CHECK(look.cpu_time_ms < 200);
         sandbox.prepare_slot(kSlot);
     }
     const uid_t uid = fixture.host_uid();
