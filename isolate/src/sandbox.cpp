@@ -463,13 +463,16 @@ void ensure_standard_fds_open() {
 
 // A slot's sandboxes between runs. Only the holder of the slot's SlotClaim touches it.
 struct SlotSandboxes {
-    // Built ahead in the shape of the slot's last run, waiting at `ready`.
+    // Built ahead in the expected shape, waiting at `ready`.
     std::unique_ptr<PreparedSandbox> prepared;
     // The last run's, once its answer is known: pid 1 may still be exiting, and its cgroup
     // is still there. Torn down by prepare_slot() or the slot's next run.
     std::unique_ptr<PreparedSandbox> finished;
-    // The last run's shape, as a RunSpec without a program.
-    std::optional<RunSpec> last_shape;
+    // The shape of the first run after the last prepare_slot(), as a RunSpec without a
+    // program. In the daemon that is a job's first run: its compile step if the compile cache
+    // misses, else its (first) run, so jobs like the last one find their first sandbox ready.
+    std::optional<RunSpec> expected_shape;
+    bool first_since_prepare = true;
 };
 
 struct SandboxState {
@@ -553,7 +556,8 @@ RunResult Sandbox::run(const RunSpec& spec) {
         RunResult result = Supervisor(config_, *box, spec, std::max(1u, parallelism)).run();
         if (config_.prepare_ahead) {
             slot.finished = std::move(box);
-            slot.last_shape = shape_only(spec);
+            if (slot.first_since_prepare) slot.expected_shape = shape_only(spec);
+            slot.first_since_prepare = false;
         }
         return result;
     } catch (const std::exception& error) {
@@ -570,12 +574,13 @@ void Sandbox::prepare_slot(unsigned slot_index) {
         SlotClaim claim(state_->mutex, state_->busy_slots, slot_index);
         SlotSandboxes& slot = state_->slots[slot_index];
         slot.finished.reset();
-        if (slot.prepared || !slot.last_shape) return;
+        slot.first_since_prepare = true;
+        if (slot.prepared || !slot.expected_shape) return;
         InitSpawner* spawner = state_->init_spawner(config_, slot_index);
         if (!spawner) return;
         SandboxParts parts{config_, *cgroups_, state_->netns_pool.get(), spawner,
                            state_->last_capability};
-        auto box = std::make_unique<PreparedSandbox>(parts, *slot.last_shape, false,
+        auto box = std::make_unique<PreparedSandbox>(parts, *slot.expected_shape, false,
                                                      state_->next_run_name(slot_index));
         // One that failed is dropped here; the next run builds its own and reports why.
         if (box->wait_until_ready(std::chrono::milliseconds(config_.setup_timeout_ms)))

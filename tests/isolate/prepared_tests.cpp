@@ -135,3 +135,22 @@ TEST_CASE("a sandbox built ahead that died while it waited is not used") {
     CHECK(result.stdout_data == "fresh\n");
     CHECK(sandbox.prepared_stats().discarded == before.discarded + 1);
 }
+
+// A job of several runs (a compile, then the program) is prepared for in the shape of its
+// first run, so the next such job finds its compile's sandbox ready.
+TEST_CASE("the sandbox built ahead has the shape of the last job's first run" *
+          doctest::test_suite("vm")) {
+    PreparingSandbox fixture;
+    isolate::Sandbox& sandbox = *fixture.sandbox;
+    auto compile = shell("echo compiled");
+    compile.limits.tmpfs_bytes = 32 << 20;
+    auto run = shell("echo ran");
+    for (int job = 0; job < 3; ++job) {
+        auto before = sandbox.prepared_stats();
+        CHECK(sandbox.run(compile).stdout_data == "compiled\n");
+        CHECK(sandbox.run(run).stdout_data == "ran\n");
+        sandbox.prepare_slot(kSlot);
+        if (job > 0) CHECK(sandbox.prepared_stats().used == before.used + 1);
+        CHECK(sandbox.prepared_stats().discarded == before.discarded);
+    }
+}

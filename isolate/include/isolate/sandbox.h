@@ -24,11 +24,12 @@ struct SandboxConfig {
     // pid 1 shares the supervisor's memory instead of being a copy-on-write clone of it
     // (see init_spawner.h). Ignored where unsupported (not x86_64), where the copy remains.
     bool init_shares_memory = true;
-    // Build each slot's next sandbox ahead, between runs (prepare_slot), in the shape of its
-    // last run: cgroup, namespaces, mounts and pid 1, all but the program. A run whose shape
-    // (rootfs, binds, working directory, memory, process and tmpfs limits, CPU cap) matches
-    // uses it; each is used once. Also leaves a run's last teardown (pid 1's exit, removing
-    // its cgroup) to prepare_slot() or the slot's next run. Needs init_shares_memory.
+    // Build each slot's next sandbox ahead, between runs (prepare_slot): cgroup, namespaces,
+    // mounts and pid 1, all but the program, in the shape of the first run after the last
+    // prepare_slot(). A run whose shape (rootfs, binds, working directory, memory, process
+    // and tmpfs limits, CPU cap) matches uses it; each is used once. Also leaves a run's last
+    // teardown (pid 1's exit, removing its cgroup) to prepare_slot() or the slot's next run.
+    // Needs init_shares_memory.
     bool prepare_ahead = false;
 };
 
@@ -44,9 +45,10 @@ class Sandbox {
 
     RunResult run(const RunSpec& spec);
 
-    // Call between a slot's runs, off any request's path: finishes tearing down the slot's
-    // last run, then (with prepare_ahead) builds its next sandbox. Does nothing if the slot is
-    // running; never throws (a failed build leaves the next run to build its own).
+    // Call between a slot's jobs (a job being one or more runs), off any request's path:
+    // finishes tearing down the slot's last run, then (with prepare_ahead) builds its next
+    // sandbox in the shape of the last job's first run. Does nothing if the slot is running;
+    // never throws (a failed build leaves the next run to build its own).
     void prepare_slot(unsigned slot);
 
     struct PreparedStats {
