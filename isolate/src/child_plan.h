@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -151,9 +152,24 @@ struct ControlMessage {
     std::int64_t monotonic_ns = 0;
 };
 
-// The plan's sandbox part, which depends only on the shape of `spec` (rootfs, binds, working
-// directory, tmpfs size); throws SetupError on anything it cannot represent safely.
-ChildPlan make_sandbox_plan(const RunSpec& spec, uid_t inside_id, int last_capability);
+// What of a RunSpec the sandbox itself depends on, as opposed to its program. A sandbox
+// built ahead serves only a run of the same shape.
+struct SandboxShape {
+    std::filesystem::path rootfs;
+    std::vector<BindMount> binds;
+    std::string workdir;
+    std::uint64_t tmpfs_bytes = 0;
+    std::uint64_t memory_bytes = 0;
+    std::uint64_t max_processes = 0;
+    double cpus = 0;
+
+    static SandboxShape of(const RunSpec& spec);
+    bool operator==(const SandboxShape&) const = default;
+};
+
+// The plan's sandbox part (rootfs, mountpoints, tmpfs options); throws SetupError on
+// anything it cannot represent safely.
+ChildPlan make_sandbox_plan(const SandboxShape& shape, uid_t inside_id, int last_capability);
 // Fills in (or replaces) the program's part: input files, collected files, argv, environment,
 // rlimits, seccomp. Pointers into `spec` are kept. Throws SetupError like make_sandbox_plan.
 void plan_program(const RunSpec& spec, ChildPlan& plan);

@@ -71,8 +71,18 @@ rlim_t at_least_one(std::uint64_t value) {
 
 }  // namespace
 
-ChildPlan make_sandbox_plan(const RunSpec& spec, uid_t inside_id, int last_capability) {
-    if (spec.workdir.size() < 2 || spec.workdir.front() != '/')
+SandboxShape SandboxShape::of(const RunSpec& spec) {
+    return {spec.rootfs,
+            spec.binds,
+            spec.workdir,
+            spec.limits.tmpfs_bytes,
+            spec.limits.memory_bytes,
+            spec.limits.max_processes,
+            spec.limits.cpus};
+}
+
+ChildPlan make_sandbox_plan(const SandboxShape& shape, uid_t inside_id, int last_capability) {
+    if (shape.workdir.size() < 2 || shape.workdir.front() != '/')
         throw SetupError("workdir must be an absolute path below /");
 
     ChildPlan plan;
@@ -80,8 +90,8 @@ ChildPlan make_sandbox_plan(const RunSpec& spec, uid_t inside_id, int last_capab
     plan.last_capability = last_capability;
 
     std::error_code ec;
-    auto rootfs = std::filesystem::canonical(spec.rootfs, ec);
-    if (ec) throw SetupError("rootfs " + spec.rootfs.string() + ": " + ec.message());
+    auto rootfs = std::filesystem::canonical(shape.rootfs, ec);
+    if (ec) throw SetupError("rootfs " + shape.rootfs.string() + ": " + ec.message());
     plan.rootfs = rootfs.string();
     if (plan.rootfs == "/") throw SetupError("the host's / cannot be a rootfs");
 
@@ -90,10 +100,10 @@ ChildPlan make_sandbox_plan(const RunSpec& spec, uid_t inside_id, int last_capab
     plan.dev_dir = require_directory(plan.rootfs, "/dev");
     plan.dev_shm_dir = plan.dev_dir + "/shm";
     plan.tmp_dir = require_directory(plan.rootfs, "/tmp");
-    plan.work_dir = require_directory(plan.rootfs, spec.workdir);
-    plan.workdir_inside = spec.workdir;
+    plan.work_dir = require_directory(plan.rootfs, shape.workdir);
+    plan.workdir_inside = shape.workdir;
 
-    for (const auto& bind : spec.binds) {
+    for (const auto& bind : shape.binds) {
         auto source = std::filesystem::canonical(bind.source, ec);
         if (ec) throw SetupError("bind source " + bind.source.string() + ": " + ec.message());
         if (bind.target.empty() || bind.target.front() != '/' || bind.target == "/")
@@ -107,9 +117,9 @@ ChildPlan make_sandbox_plan(const RunSpec& spec, uid_t inside_id, int last_capab
         plan.device_sources.push_back(std::string("/dev/") + device);
     }
     plan.dev_options = "size=65536,nr_inodes=64,mode=0755";
-    plan.shm_options = tmpfs_options(spec.limits.tmpfs_bytes, "1777");
-    plan.tmp_options = tmpfs_options(spec.limits.tmpfs_bytes, "1777");
-    plan.work_options = tmpfs_options(spec.limits.tmpfs_bytes, "0755");
+    plan.shm_options = tmpfs_options(shape.tmpfs_bytes, "1777");
+    plan.tmp_options = tmpfs_options(shape.tmpfs_bytes, "1777");
+    plan.work_options = tmpfs_options(shape.tmpfs_bytes, "0755");
     plan.control_fd = -1;
     return plan;
 }

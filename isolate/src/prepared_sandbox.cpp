@@ -46,16 +46,6 @@ int init_main(void* plan) {
 
 }  // namespace
 
-SandboxShape SandboxShape::of(const RunSpec& spec) {
-    return {spec.rootfs,
-            spec.binds,
-            spec.workdir,
-            spec.limits.tmpfs_bytes,
-            spec.limits.memory_bytes,
-            spec.limits.max_processes,
-            spec.limits.cpus};
-}
-
 SandboxProcess::~SandboxProcess() {
     if (reaped_) return;
     kill();
@@ -77,17 +67,17 @@ void SandboxProcess::reap() {
     reaped_ = true;
 }
 
-PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const RunSpec& spec, bool with_program,
-                                 std::string run_name)
-    : shape_(SandboxShape::of(spec)) {
-    plan = make_sandbox_plan(spec, parts.config.inside_uid, parts.last_capability);
+PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& shape,
+                                 unsigned slot, const RunSpec* program, std::string run_name)
+    : shape_(shape) {
+    plan = make_sandbox_plan(shape, parts.config.inside_uid, parts.last_capability);
     // A copy-on-write pid 1 sees only what the plan held at clone3.
-    if (!with_program && !parts.init_spawner)
+    if (!program && !parts.init_spawner)
         throw SetupError("a sandbox is prepared ahead only where pid 1 shares our memory");
-    if (with_program) fill_in_program(spec);
-    cgroup = parts.cgroups.create(run_name, {spec.limits.memory_bytes,
-                                             spec.limits.max_processes + 1,  // + init
-                                             spec.limits.cpus});
+    if (program) fill_in_program(*program);
+    cgroup = parts.cgroups.create(run_name, {shape.memory_bytes,
+                                             shape.max_processes + 1,  // + init
+                                             shape.cpus});
     stdin_pipe = make_pipe();
     stdout_pipe = make_pipe();
     stderr_pipe = make_pipe();
@@ -141,7 +131,7 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const RunSpec& spec,
     stdout_pipe.write_end.reset();
     stderr_pipe.write_end.reset();
 
-    uid_t host_id = parts.config.uid_base + spec.slot;
+    uid_t host_id = parts.config.uid_base + slot;
     std::string map =
         std::to_string(parts.config.inside_uid) + " " + std::to_string(host_id) + " 1\n";
     std::string proc = "/proc/" + std::to_string(pid);
@@ -152,7 +142,7 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const RunSpec& spec,
 
     if (!send_control(control.get(), {ControlType::go, ChildStep::wait_for_go, 0, 0, 0}))
         throw_errno("send go to the sandbox");
-    if (with_program) start();
+    if (program) start();
 }
 
 PreparedSandbox::~PreparedSandbox() {

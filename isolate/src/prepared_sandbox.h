@@ -29,21 +29,6 @@ namespace isolate {
 class InitSpawner;
 class NetnsPool;
 
-// What of a RunSpec a prepared sandbox was built for. A run whose spec differs in any of
-// these cannot use it.
-struct SandboxShape {
-    std::filesystem::path rootfs;
-    std::vector<BindMount> binds;
-    std::string workdir;
-    std::uint64_t tmpfs_bytes = 0;
-    std::uint64_t memory_bytes = 0;
-    std::uint64_t max_processes = 0;
-    double cpus = 0;
-
-    static SandboxShape of(const RunSpec& spec);
-    bool operator==(const SandboxShape&) const = default;
-};
-
 struct Pipe {
     UniqueFd read_end, write_end;
 };
@@ -79,12 +64,12 @@ struct SandboxParts {
 
 class PreparedSandbox {
   public:
-    // Builds the sandbox for `spec`'s shape and tells pid 1 to set it up. With
-    // `with_program`, the program's part of the plan is filled in too and pid 1 is told to
-    // go straight on (the request's own path); without, it stops at `ready` (see
+    // Builds a sandbox of `shape` for `slot` and tells pid 1 to set it up. With a `program`
+    // (a spec of that shape), its part of the plan is filled in too and pid 1 is told to go
+    // straight on (the request's own path); without, pid 1 stops at `ready` (see
     // wait_until_ready) and needs fill_in_program() and start(). Throws SetupError.
-    PreparedSandbox(const SandboxParts& parts, const RunSpec& spec, bool with_program,
-                    std::string run_name);
+    PreparedSandbox(const SandboxParts& parts, const SandboxShape& shape, unsigned slot,
+                    const RunSpec* program, std::string run_name);
     // Kills pid 1 (if it is still there), reaps it, then removes the cgroup.
     ~PreparedSandbox();
     PreparedSandbox(const PreparedSandbox&) = delete;
@@ -102,7 +87,6 @@ class PreparedSandbox {
     void start();
 
     const SandboxShape& shape() const { return shape_; }
-    bool program_filled_in() const { return program_filled_in_; }
     bool started() const { return started_; }
 
     // Destruction order matters: the process goes before its cgroup (members are destroyed

@@ -468,10 +468,10 @@ struct SlotSandboxes {
     // The last run's, once its answer is known: pid 1 may still be exiting, and its cgroup
     // is still there. Torn down by prepare_slot() or the slot's next run.
     std::unique_ptr<PreparedSandbox> finished;
-    // The shape of the first run after the last prepare_slot(), as a RunSpec without a
-    // program. In the daemon that is a job's first run: its compile step if the compile cache
-    // misses, else its (first) run, so jobs like the last one find their first sandbox ready.
-    std::optional<RunSpec> expected_shape;
+    // The shape of the first run after the last prepare_slot(). In the daemon that is a
+    // job's first run: its compile step if the compile cache misses, else its (first) run,
+    // so jobs like the last one find their first sandbox ready.
+    std::optional<SandboxShape> expected_shape;
     bool first_since_prepare = true;
 };
 
@@ -495,24 +495,15 @@ struct SandboxState {
         return init_spawners[slot].get();
     }
 
+    // What building a sandbox for `slot` takes.
+    SandboxParts parts(const SandboxConfig& config, cgroup::Backend& cgroups, unsigned slot) {
+        return {config, cgroups, netns_pool.get(), init_spawner(config, slot), last_capability};
+    }
+
     std::string next_run_name(unsigned slot) {
         return "run-" + std::to_string(slot) + "-" + std::to_string(run_counter.fetch_add(1));
     }
 };
-
-namespace {
-
-RunSpec shape_only(const RunSpec& spec) {
-    RunSpec shape;
-    shape.rootfs = spec.rootfs;
-    shape.binds = spec.binds;
-    shape.workdir = spec.workdir;
-    shape.limits = spec.limits;
-    shape.slot = spec.slot;
-    return shape;
-}
-
-}  // namespace
 
 Sandbox::Sandbox(SandboxConfig config, std::unique_ptr<cgroup::Backend> cgroups)
     : config_(config), cgroups_(std::move(cgroups)) {
@@ -542,21 +533,21 @@ RunResult Sandbox::run(const RunSpec& spec) {
         if (spec.limits.cpus > 0)
             parallelism = std::min(parallelism, static_cast<unsigned>(std::ceil(spec.limits.cpus)));
 
+        const SandboxShape shape = SandboxShape::of(spec);
         std::unique_ptr<PreparedSandbox> box = std::move(slot.prepared);
-        if (box && box->shape() == SandboxShape::of(spec) && box->still_waiting()) {
+        if (box && box->shape() == shape && box->still_waiting()) {
             state_->prepared_used.fetch_add(1);
         } else {
             if (box) state_->prepared_discarded.fetch_add(1);
             box.reset();
-            SandboxParts parts{config_, *cgroups_, state_->netns_pool.get(),
-                               state_->init_spawner(config_, spec.slot), state_->last_capability};
-            box = std::make_unique<PreparedSandbox>(parts, spec, true,
+            box = std::make_unique<PreparedSandbox>(state_->parts(config_, *cgroups_, spec.slot),
+                                                    shape, spec.slot, &spec,
                                                     state_->next_run_name(spec.slot));
         }
         RunResult result = Supervisor(config_, *box, spec, std::max(1u, parallelism)).run();
         if (config_.prepare_ahead) {
             slot.finished = std::move(box);
-            if (slot.first_since_prepare) slot.expected_shape = shape_only(spec);
+            if (slot.first_since_prepare) slot.expected_shape = shape;
             slot.first_since_prepare = false;
         }
         return result;
@@ -576,12 +567,10 @@ void Sandbox::prepare_slot(unsigned slot_index) {
         slot.finished.reset();
         slot.first_since_prepare = true;
         if (slot.prepared || !slot.expected_shape) return;
-        InitSpawner* spawner = state_->init_spawner(config_, slot_index);
-        if (!spawner) return;
-        SandboxParts parts{config_, *cgroups_, state_->netns_pool.get(), spawner,
-                           state_->last_capability};
-        auto box = std::make_unique<PreparedSandbox>(parts, *slot.expected_shape, false,
-                                                     state_->next_run_name(slot_index));
+        SandboxParts parts = state_->parts(config_, *cgroups_, slot_index);
+        if (!parts.init_spawner) return;  // a copy-on-write pid 1 cannot be given a plan later
+        auto box = std::make_unique<PreparedSandbox>(parts, *slot.expected_shape, slot_index,
+                                                     nullptr, state_->next_run_name(slot_index));
         // One that failed is dropped here; the next run builds its own and reports why.
         if (box->wait_until_ready(std::chrono::milliseconds(config_.setup_timeout_ms)))
             slot.prepared = std::move(box);
