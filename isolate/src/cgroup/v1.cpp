@@ -24,10 +24,10 @@ struct ControllerSpec {
 };
 // cpu only enforces a rate cap; without it runs that ask for none still work.
 constexpr ControllerSpec kControllers[] = {
-    {"memory", true}, {"pids", true}, {"cpuacct", true}, {"cpu", false}, {"freezer", true}};
+    {"memory", true}, {"pids", true}, {"cpuacct", true}, {"cpu", false}};
 
 constexpr auto kTeardownBudget = 2000ms;
-constexpr auto kFreezeBudget = 100ms;
+constexpr auto kKillBudget = 100ms;
 
 bool contains(const std::vector<std::string>& v, std::string_view s) {
     return std::find(v.begin(), v.end(), s) != v.end();
@@ -73,41 +73,27 @@ bool node_surely_empty(const Node& dirs) noexcept {
     }
 }
 
-// Freezing first means nobody inside can fork or exit between reading cgroup.procs and
-// the kill, so a fork bomb cannot outrun it. v1 frozen tasks keep a pending SIGKILL until
-// thawed, hence the thaw at the end.
-// An empty cgroup is left alone: nothing can enter it any more (pid 1 is dead or killed
-// before this is called, and only pid 1 holds descriptors to join with), and each freeze
-// and thaw flips a kernel static key, which patches kernel text and interrupts every CPU.
-// That was ~0.5 ms of CPU per run, on every run, since pid 1's exit has already emptied it.
-// Returns whether the cgroup was already empty.
-bool kill_node(const Node& dirs, int freezer) noexcept {
+// Kills every task listed in any hierarchy until none is left. No freezer is needed to
+// outrun a fork bomb: a task that has been sent SIGKILL can no longer fork (copy_process
+// fails with a fatal signal pending), so each round leaves at most the children born during
+// it, pids.max bounds those, and the next round gets them. A sandbox's tasks all die with
+// its pid 1 anyway (the kernel kills a pid namespace whose init exits); this is for what
+// is left when that cannot be relied on (a crashed daemon's cgroups, a test's children).
+// An empty cgroup is recognised first and left alone, which is the usual case: pid 1's exit
+// has already emptied it. Returns whether the cgroup is empty, giving up when the backoff
+// expires (a task stuck in an uninterruptible sleep).
+bool kill_until_empty(const Node& dirs, fs::Backoff& backoff) noexcept {
     if (node_surely_empty(dirs)) return true;
-    const fs::Dir* f = freezer >= 0 && dirs[freezer]->valid() ? dirs[freezer] : nullptr;
-    bool frozen = false;
-    if (f && fs::try_write_file_at(f->fd.get(), "freezer.state", "FROZEN") == 0) {
-        frozen = true;
-        // FREEZING lingers while a task sits in an uninterruptible sleep; kill anyway then.
-        fs::Backoff backoff(kFreezeBudget);
-        try {
-            std::string state;
-            while (fs::try_read_file_at(f->fd.get(), "freezer.state", state) == 0 &&
-                   state.rfind("FROZEN", 0) != 0 && backoff.sleep()) {
-            }
-        } catch (...) {
-        }
-    }
-    if (f) fs::kill_listed(f->fd.get());
-    for (std::size_t i = 0; i < dirs.size(); ++i)
-        if (static_cast<int>(i) != freezer && dirs[i]->valid()) fs::kill_listed(dirs[i]->fd.get());
-    if (frozen) fs::try_write_file_at(f->fd.get(), "freezer.state", "THAWED");
-    return false;
+    do {
+        for (const fs::Dir* d : dirs)
+            if (d->valid()) fs::kill_listed(d->fd.get());
+    } while (!node_empty(dirs) && backoff.sleep());
+    return node_empty(dirs);
 }
 
 // Kills and removes <parent>/<name> in every hierarchy, children first. Returns 0 or the
 // errno of the first directory that could not be removed.
-int destroy_node(const Node& parents, const std::string& name, int freezer,
-                 fs::Backoff& backoff) noexcept {
+int destroy_node(const Node& parents, const std::string& name, fs::Backoff& backoff) noexcept {
     try {
         std::vector<fs::Dir> dirs;
         dirs.reserve(parents.size());
@@ -121,14 +107,8 @@ int destroy_node(const Node& parents, const std::string& name, int freezer,
 
         int result = 0;
         for (const auto& child : children)
-            if (const int e = destroy_node(node, child, freezer, backoff); e != 0 && result == 0)
-                result = e;
-        const bool was_empty = kill_node(node, freezer);
-        // Stragglers are tasks that were still FREEZING: they hold a SIGKILL and cannot fork
-        // any more, so plain kills suffice from here on.
-        while (!was_empty && !node_empty(node) && backoff.sleep())
-            for (const fs::Dir* d : node)
-                if (d->valid()) fs::kill_listed(d->fd.get());
+            if (const int e = destroy_node(node, child, backoff); e != 0 && result == 0) result = e;
+        kill_until_empty(node, backoff);
         for (const fs::Dir* p : parents)
             if (const int e = fs::rmdir_retry(*p, name, backoff); e != 0 && result == 0) result = e;
         return result;
@@ -185,11 +165,10 @@ V1RunCgroup::V1RunCgroup(std::shared_ptr<const V1Layout> layout, std::string nam
 
 V1RunCgroup::~V1RunCgroup() {
     if (remove_empty()) return;
-    // destroy_node() starts with the same freeze-kill-thaw as kill_all().
     Node parents;
     for (const auto& h : layout_->hierarchies) parents.push_back(&h.subtree);
     fs::Backoff backoff(kTeardownBudget);
-    if (const int err = destroy_node(parents, name_, layout_->freezer, backoff); err != 0) {
+    if (const int err = destroy_node(parents, name_, backoff); err != 0) {
         std::fprintf(stderr, "sandboxd: cannot remove cgroup %s (v1): %s\n",
                      (layout_->hierarchies.front().subtree.path / name_).c_str(),
                      std::strerror(err));
@@ -198,13 +177,10 @@ V1RunCgroup::~V1RunCgroup() {
 
 // The usual end of a run: pid 1 has been reaped, so its pid namespace and every task of the
 // run are gone, and nothing inside could have made a child cgroup (the sandbox has no
-// cgroupfs). Removing the directories, through the descriptors already open, is then all
-// there is to do; the general path reopens and lists every directory first. Returns false,
-// leaving the rest to it, when anything is not as expected.
+// cgroupfs). Removing the directories is then all there is to do; the kernel refuses
+// (EBUSY) to remove one that still holds a task or a child cgroup, and the general path,
+// which lists, kills and removes, takes over from there.
 bool V1RunCgroup::remove_empty() noexcept {
-    Node node;
-    for (const auto& d : dirs_) node.push_back(&d);
-    if (!node_surely_empty(node)) return false;
     const auto& hs = layout_->hierarchies;
     for (std::size_t i = 0; i < hs.size(); ++i) {
         if (::unlinkat(hs[i].subtree.fd.get(), name_.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
@@ -215,22 +191,17 @@ bool V1RunCgroup::remove_empty() noexcept {
 
 void V1RunCgroup::build(const CgroupLimits& limits) {
     const auto& hs = layout_->hierarchies;
-    Node parents;
-    for (const auto& h : hs) parents.push_back(&h.subtree);
-
-    // Runs have unique names, so an existing directory is left by a crashed earlier run.
-    if (std::any_of(hs.begin(), hs.end(), [&](const auto& h) {
-            return fs::exists_at(h.subtree.fd.get(), name_.c_str());
-        })) {
-        fs::Backoff backoff(kTeardownBudget);
-        if (const int err = destroy_node(parents, name_, layout_->freezer, backoff); err != 0)
-            throw_errno("cannot remove stale cgroup " + (hs.front().subtree.path / name_).string(),
-                        err);
-    }
-
     for (std::size_t i = 0; i < hs.size(); ++i) {
-        if (const int err = fs::make_subdir(hs[i].subtree, name_); err != 0)
-            throw_errno("mkdir " + (hs[i].subtree.path / name_).string(), err);
+        int made = fs::make_subdir(hs[i].subtree, name_);
+        if (made == EEXIST) {
+            // Runs have unique names, so it was left by a crashed earlier run.
+            fs::Backoff backoff(kTeardownBudget);
+            if (const int err = destroy_node({&hs[i].subtree}, name_, backoff); err != 0)
+                throw_errno("cannot remove stale cgroup " + (hs[i].subtree.path / name_).string(),
+                            err);
+            made = fs::make_subdir(hs[i].subtree, name_);
+        }
+        if (made != 0) throw_errno("mkdir " + (hs[i].subtree.path / name_).string(), made);
         int err = 0;
         dirs_[i] = fs::open_subdir(hs[i].subtree, name_, &err);
         if (!dirs_[i].valid()) throw_errno("open " + dirs_[i].path.string(), err);
@@ -247,17 +218,8 @@ void V1RunCgroup::build(const CgroupLimits& limits) {
         fs::write_file_at(memory, "memory.limit_in_bytes", bytes);
         // memsw must not be below memory, so it comes second; it exists only with swap
         // accounting, and without it there is no way to keep a run off swap.
-        if (fs::exists_at(memory.fd.get(), "memory.memsw.limit_in_bytes"))
-            fs::write_file_at(memory, "memory.memsw.limit_in_bytes", bytes);
+        if (layout_->has_memsw) fs::write_file_at(memory, "memory.memsw.limit_in_bytes", bytes);
     }
-    // Best effort: older kernels refuse it (EBUSY) below a hierarchical parent, and the
-    // memsw limit above already keeps runs off swap where it matters.
-    fs::try_write_file_at(memory.fd.get(), "memory.swappiness", "0");
-    // oom_kill_disable is inherited from the parent; with it set, a run over its limit
-    // would hang instead of being killed.
-    if (fs::find_key_u64(fs::read_file_at(memory, "memory.oom_control"), "oom_kill_disable")
-            .value_or(0) != 0)
-        fs::write_file_at(memory, "memory.oom_control", "0");
 
     if (limits.max_tasks > 0)
         fs::write_file_at(dirs_[layout_->pids], "pids.max", limit_string(limits.max_tasks));
@@ -284,7 +246,7 @@ void V1RunCgroup::build(const CgroupLimits& limits) {
     };
     // Opened here, as root, for the sandbox's pid 1 to join with; the kernel checks the
     // credentials of the opener.
-    for (std::size_t i : join_order()) {
+    for (std::size_t i = 0; i < dirs_.size(); ++i) {
         UniqueFd fd = fs::open_file_at(dirs_[i].fd.get(), "tasks", O_WRONLY);
         if (!fd) {
             const int err = errno;
@@ -295,19 +257,19 @@ void V1RunCgroup::build(const CgroupLimits& limits) {
     cpuacct_usage_ = open_ro(dirs_[layout_->cpuacct], "cpuacct.usage");
     memory_max_usage_ = open_ro(memory, "memory.max_usage_in_bytes");
     oom_control_ = open_ro(memory, "memory.oom_control");
-}
-
-// The freezer first, so that a kill_all() racing with a move sees the process frozen.
-std::vector<std::size_t> V1RunCgroup::join_order() const {
-    std::vector<std::size_t> order{static_cast<std::size_t>(layout_->freezer)};
-    for (std::size_t i = 0; i < dirs_.size(); ++i)
-        if (static_cast<int>(i) != layout_->freezer) order.push_back(i);
-    return order;
+    // oom_kill_disable and swappiness are inherited from the subtree, where the backend set
+    // them. Checked anyway: with oom_kill_disable set, a run over its limit would hang instead
+    // of being killed.
+    std::string oom_control;
+    if (const int err = fs::try_pread_all(oom_control_.get(), oom_control); err != 0)
+        throw_errno("read " + (memory.path / "memory.oom_control").string(), err);
+    if (fs::find_key_u64(oom_control, "oom_kill_disable").value_or(0) != 0)
+        fs::write_file_at(memory, "memory.oom_control", "0");
 }
 
 void V1RunCgroup::attach(pid_t pid) {
     const auto value = std::to_string(pid);
-    for (std::size_t i : join_order()) fs::write_file_at(dirs_[i], "cgroup.procs", value);
+    for (const auto& dir : dirs_) fs::write_file_at(dir, "cgroup.procs", value);
 }
 
 std::vector<int> V1RunCgroup::self_join_fds() const {
@@ -341,7 +303,8 @@ void V1RunCgroup::kill_all() noexcept {
     try {
         Node node;
         for (const auto& d : dirs_) node.push_back(&d);
-        kill_node(node, layout_->freezer);
+        fs::Backoff backoff(kKillBudget);
+        kill_until_empty(node, backoff);
     } catch (...) {
     }
 }
@@ -367,15 +330,22 @@ V1Backend::V1Backend(const std::string& subtree, const V1Locations& locations)
             if (c == "pids") layout_->pids = index;
             if (c == "cpuacct") layout_->cpuacct = index;
             if (c == "cpu") layout_->cpu = index;
-            if (c == "freezer") layout_->freezer = index;
         }
         layout_->hierarchies.push_back({loc.controllers, loc.has_cpuset, std::move(sub)});
         own_dirs_.push_back(std::move(own));
     }
-    if (layout_->memory < 0 || layout_->pids < 0 || layout_->cpuacct < 0 || layout_->freezer < 0)
-        throw SetupError(
-            "cgroup v1: the memory, pids, cpuacct and freezer hierarchies are all "
-            "required");
+    if (layout_->memory < 0 || layout_->pids < 0 || layout_->cpuacct < 0)
+        throw SetupError("cgroup v1: the memory, pids and cpuacct hierarchies are all required");
+
+    // Set once here, inherited by every run's directory when it is made.
+    const fs::Dir& memory = layout_->hierarchies[static_cast<std::size_t>(layout_->memory)].subtree;
+    layout_->has_memsw = fs::exists_at(memory.fd.get(), "memory.memsw.limit_in_bytes");
+    // Best effort: older kernels refuse it (EBUSY) below a hierarchical parent, and the memsw
+    // limit already keeps runs off swap where it matters.
+    fs::try_write_file_at(memory.fd.get(), "memory.swappiness", "0");
+    if (fs::find_key_u64(fs::read_file_at(memory, "memory.oom_control"), "oom_kill_disable")
+            .value_or(0) != 0)
+        fs::write_file_at(memory, "memory.oom_control", "0");
 
     // Whatever is below our subtree now was left by an earlier instance that died without
     // cleaning up; its processes are ours to kill.
@@ -387,7 +357,7 @@ V1Backend::V1Backend(const std::string& subtree, const V1Locations& locations)
     }
     for (const auto& name : stale) {
         fs::Backoff backoff(kTeardownBudget);
-        if (const int err = destroy_node(parents, name, layout_->freezer, backoff); err != 0)
+        if (const int err = destroy_node(parents, name, backoff); err != 0)
             throw_errno("cannot remove stale cgroup " +
                             (layout_->hierarchies.front().subtree.path / name).string(),
                         err);

@@ -43,7 +43,7 @@ struct V1Layout {
     int pids = -1;
     int cpuacct = -1;
     int cpu = -1;
-    int freezer = -1;
+    bool has_memsw = false;  // swap accounting is on: memory.memsw.* exist
 };
 
 class V1RunCgroup final : public RunCgroup {
@@ -66,7 +66,6 @@ class V1RunCgroup final : public RunCgroup {
 
   private:
     bool remove_empty() noexcept;
-    std::vector<std::size_t> join_order() const;
 
     std::shared_ptr<const V1Layout> layout_;
     std::string name_;
@@ -74,7 +73,7 @@ class V1RunCgroup final : public RunCgroup {
     UniqueFd cpuacct_usage_;
     UniqueFd memory_max_usage_;
     UniqueFd oom_control_;
-    std::vector<UniqueFd> tasks_;  // freezer first, like attach()
+    std::vector<UniqueFd> tasks_;  // parallel to dirs_
 };
 
 class V1Backend final : public Backend {
