@@ -61,7 +61,7 @@ json compile_cache_stats(const CompileCache& cache) {
 
 json prepared_stats(const isolate::Sandbox& sandbox) {
     auto stats = sandbox.prepared_stats();
-    return {{"used", stats.used}, {"discarded", stats.discarded}};
+    return {{"used", stats.used}, {"discarded", stats.discarded}, {"failed", stats.failed}};
 }
 
 json stats_body(const DaemonServices& services, std::size_t connections) {

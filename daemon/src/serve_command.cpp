@@ -6,6 +6,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <iostream>
+#include <mutex>
 #include <thread>
 
 #include "config.h"
@@ -31,6 +32,35 @@ struct ServeOptions {
     std::optional<std::uint32_t> uid_base;
     std::optional<std::uint64_t> shutdown_grace_ms;
     bool verbose = false;
+};
+
+// A slot that fails to build its sandbox ahead usually fails the same way after every job
+// (a rootfs gone, a cgroup limit refused), and each of those runs then reports the error
+// itself. One warning per new reason is enough to tell the operator; `stats` counts them all.
+class PrepareFailureLog {
+  public:
+    explicit PrepareFailureLog(Log& log) : log_(log) {}
+
+    void report(unsigned slot, const std::string& error) {
+        std::lock_guard lock(mutex_);
+        ++failures_;
+        if (error == last_error_) return;
+        last_error_ = error;
+        log_.write(LogLevel::warning, "prepare_failed",
+                   LogFields().add("slot", slot).add("failures", failures_).add("message", error));
+    }
+
+    // The next failure is news again, even for the same reason.
+    void recovered() {
+        std::lock_guard lock(mutex_);
+        last_error_.clear();
+    }
+
+  private:
+    Log& log_;
+    std::mutex mutex_;
+    std::string last_error_;
+    std::uint64_t failures_ = 0;
 };
 
 Config build_config(const ServeOptions& options) {
@@ -153,8 +183,13 @@ int serve(const ServeOptions& options) {
                                       "unknown_language (see scripts/build-rootfs)"));
 
         asio::io_context io;
-        Scheduler scheduler(config.slots, config.queue_size,
-                            [&sandbox](unsigned slot) { sandbox.prepare_slot(slot); });
+        PrepareFailureLog prepare_failures(log);
+        Scheduler scheduler(config.slots, config.queue_size, [&](unsigned slot) {
+            auto outcome = sandbox.prepare_slot(slot);
+            using Kind = isolate::Sandbox::PrepareOutcome::Kind;
+            if (outcome.kind == Kind::failed) prepare_failures.report(slot, outcome.error);
+            if (outcome.kind == Kind::built) prepare_failures.recovered();
+        });
         CompileCache compile_cache(config.compile_cache_bytes);
         DaemonServices services{config, languages, sandbox, scheduler, compile_cache, log};
         Server server(io, services);

@@ -14,7 +14,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <optional>
+#include <string>
 
 #include "control.h"
 #include "init_spawner.h"
@@ -150,18 +152,30 @@ PreparedSandbox::~PreparedSandbox() {
     cgroup.reset();
 }
 
-bool PreparedSandbox::wait_until_ready(std::chrono::milliseconds timeout) {
+bool PreparedSandbox::wait_until_ready(std::chrono::milliseconds timeout, std::string* why) {
+    auto fail = [why](std::string reason) {
+        *why = std::move(reason);
+        return false;
+    };
     const auto deadline = Clock::now() + timeout;
     for (;;) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        if (left.count() <= 0) return false;
+        if (left.count() <= 0)
+            return fail("sandbox setup took longer than " + std::to_string(timeout.count()) +
+                        " ms");
         pollfd fd{control.get(), POLLIN, 0};
         int ready = ::poll(&fd, 1, static_cast<int>(left.count()));
         if (ready < 0 && errno == EINTR) continue;
-        if (ready <= 0) return false;
+        if (ready < 0) return fail(std::string("poll: ") + std::strerror(errno));
+        if (ready == 0) continue;  // the deadline check above ends it
         auto message = receive_control(control.get(), nullptr);
         if (!message && errno == EAGAIN) continue;
-        return message && message->type == ControlType::ready;
+        if (!message) return fail("the sandbox's pid 1 ended before it was ready");
+        if (message->type == ControlType::ready) return true;
+        if (message->type == ControlType::error)
+            return fail(std::string("sandbox setup failed: ") + to_string(message->step) + ": " +
+                        std::strerror(message->error));
+        return fail("the sandbox's pid 1 sent an unexpected message before it was ready");
     }
 }
 

@@ -76,8 +76,9 @@ class PreparedSandbox {
     PreparedSandbox& operator=(const PreparedSandbox&) = delete;
 
     // True once pid 1 reports the sandbox built; false if it failed, died or took longer
-    // than `timeout` (the sandbox is then useless and should be destroyed).
-    bool wait_until_ready(std::chrono::milliseconds timeout);
+    // than `timeout` (the sandbox is then useless and should be destroyed), with the reason
+    // in *why.
+    bool wait_until_ready(std::chrono::milliseconds timeout, std::string* why);
     // After wait_until_ready: true while pid 1 still waits, silent, for start().
     bool still_waiting() const;
 

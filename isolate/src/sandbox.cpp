@@ -479,7 +479,7 @@ struct SandboxState {
     std::mutex mutex;
     std::set<unsigned> busy_slots;
     std::atomic<std::uint64_t> run_counter{0};
-    std::atomic<std::uint64_t> prepared_used{0}, prepared_discarded{0};
+    std::atomic<std::uint64_t> prepared_used{0}, prepared_discarded{0}, prepared_failed{0};
     int last_capability = 0;
     unsigned parallelism = 1;
     std::unique_ptr<NetnsPool> netns_pool;
@@ -559,28 +559,40 @@ RunResult Sandbox::run(const RunSpec& spec) {
     }
 }
 
-void Sandbox::prepare_slot(unsigned slot_index) {
-    if (slot_index >= config_.slots) return;
+Sandbox::PrepareOutcome Sandbox::prepare_slot(unsigned slot_index) {
+    using Kind = PrepareOutcome::Kind;
+    if (slot_index >= config_.slots) return {};
+    std::optional<SlotClaim> claim;
     try {
-        SlotClaim claim(state_->mutex, state_->busy_slots, slot_index);
+        claim.emplace(state_->mutex, state_->busy_slots, slot_index);
+    } catch (const SetupError&) {
+        return {};  // the slot is running
+    }
+    try {
         SlotSandboxes& slot = state_->slots[slot_index];
         slot.finished.reset();
         slot.first_since_prepare = true;
-        if (slot.prepared || !slot.expected_shape) return;
+        if (slot.prepared || !slot.expected_shape) return {};
         SandboxParts parts = state_->parts(config_, *cgroups_, slot_index);
-        if (!parts.init_spawner) return;  // a copy-on-write pid 1 cannot be given a plan later
+        if (!parts.init_spawner) return {};  // a copy-on-write pid 1 cannot be given a plan later
         auto box = std::make_unique<PreparedSandbox>(parts, *slot.expected_shape, slot_index,
                                                      nullptr, state_->next_run_name(slot_index));
-        // One that failed is dropped here; the next run builds its own and reports why.
-        if (box->wait_until_ready(std::chrono::milliseconds(config_.setup_timeout_ms)))
-            slot.prepared = std::move(box);
-    } catch (const std::exception&) {
-        // Busy slot, or the build failed: the next run takes the ordinary path.
+        std::string why;
+        if (!box->wait_until_ready(std::chrono::milliseconds(config_.setup_timeout_ms), &why)) {
+            state_->prepared_failed.fetch_add(1);
+            return {Kind::failed, why};
+        }
+        slot.prepared = std::move(box);
+        return {Kind::built, {}};
+    } catch (const std::exception& error) {
+        state_->prepared_failed.fetch_add(1);
+        return {Kind::failed, error.what()};
     }
 }
 
 Sandbox::PreparedStats Sandbox::prepared_stats() const {
-    return {state_->prepared_used.load(), state_->prepared_discarded.load()};
+    return {state_->prepared_used.load(), state_->prepared_discarded.load(),
+            state_->prepared_failed.load()};
 }
 
 }  // namespace isolate

@@ -253,26 +253,27 @@ std::string Daemon::trim_cgroup() {
 }
 
 void Daemon::start() {
-    std::vector<std::string> args = {
-        SBX_SANDBOXD_BIN,
-        "--config",
-        config_file_.string(),
-        "--socket",
-        socket_.string(),
-        "--slots",
-        std::to_string(options_.slots),
-        "--queue-size",
-        std::to_string(options_.queue_size),
-        "--cgroup-subtree",
-        subtree_,
-        "--uid-base",
-        std::to_string(uid_base_),
-        "--shutdown-grace-ms",
-        std::to_string(options_.shutdown_grace_ms),
-        "--seccomp-dir",
-        std::string(SBX_SOURCE_DIR) + "/seccomp-profiles",
-        "--language-dir",
-        options_.with_languages ? host_languages().string() : (dir_ / "no-languages").string()};
+    std::vector<std::string> args = {SBX_SANDBOXD_BIN,
+                                     "--config",
+                                     config_file_.string(),
+                                     "--socket",
+                                     socket_.string(),
+                                     "--slots",
+                                     std::to_string(options_.slots),
+                                     "--queue-size",
+                                     std::to_string(options_.queue_size),
+                                     "--cgroup-subtree",
+                                     subtree_,
+                                     "--uid-base",
+                                     std::to_string(uid_base_),
+                                     "--shutdown-grace-ms",
+                                     std::to_string(options_.shutdown_grace_ms),
+                                     "--seccomp-dir",
+                                     std::string(SBX_SOURCE_DIR) + "/seccomp-profiles",
+                                     "--language-dir",
+                                     !options_.language_dir.empty() ? options_.language_dir.string()
+                                     : options_.with_languages      ? host_languages().string()
+                                                               : (dir_ / "no-languages").string()};
     if (const std::string forced = forced_cgroup_backend(); !forced.empty())
         args.insert(args.end(), {"--cgroup-version", forced});
     args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());

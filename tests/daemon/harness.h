@@ -31,6 +31,7 @@ struct DaemonOptions {
     std::vector<std::string> extra_args;
     std::vector<std::string> extra_env;  // KEY=VALUE, on top of the test runner's environment
     bool with_languages = true;
+    std::filesystem::path language_dir;  // when set, instead of host_languages()
 };
 
 class Daemon {

@@ -1,15 +1,18 @@
 // Every op of the protocol against the real daemon, and execute in each of its shapes.
 
 #include <doctest/doctest.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <set>
 
 #include "harness.h"
 
 using namespace test;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -328,4 +331,56 @@ TEST_CASE("a sandbox built between requests is used, and the run before left not
         CHECK(clean["run"]["stdout"] == ".:\nmain.sh\n\n/dev/shm:\n\n/tmp:\nsandbox-init\nbash\n");
         CHECK(client.call({{"op", "stats"}})["prepared_sandboxes"]["used"] == used + 1);
     }
+}
+
+TEST_CASE("a sandbox that cannot be built between requests is counted and logged once" *
+          doctest::test_suite("vm")) {
+    // A language of our own, so that its rootfs can be broken without touching other tests'.
+    char dir_template[] = "/var/tmp/sbx-broken-langs-XXXXXX";
+    REQUIRE(::mkdtemp(dir_template) != nullptr);
+    const fs::path languages = dir_template;
+    fs::permissions(languages, fs::perms(0755));
+    fs::copy(host_languages() / "bash", languages / "bash",
+             fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+    const fs::path target = languages / "bash" / "root" / "tmp";
+
+    DaemonOptions options;
+    options.slots = 1;
+    options.language_dir = languages;
+    Daemon daemon(options);
+    Client client(daemon.socket());
+    auto failed = [&] { return client.call({{"op", "stats"}})["prepared_sandboxes"]["failed"]; };
+    auto failures_logged = [&] {
+        const std::string log = daemon.log();
+        std::size_t n = 0;
+        for (auto at = log.find("event=prepare_failed"); at != std::string::npos;
+             at = log.find("event=prepare_failed", at + 1))
+            ++n;
+        return n;
+    };
+    REQUIRE(client.call(execute("bash", "echo one"))["run"]["stdout"] == "one\n");
+    REQUIRE(eventually([&] { return prepared_sandboxes_of_uids(daemon.uid_base(), 1) == 1; }, 10s));
+
+    // The sandbox built already is fine; the one after it has no /tmp to mount on.
+    fs::rename(target, languages / "bash" / "root" / "tmp.away");
+    CHECK(client.call(execute("bash", "echo two"))["run"]["stdout"] == "two\n");
+    REQUIRE(eventually([&] { return failed() == 1; }, 10s));
+    Json third = client.call(execute("bash", "echo three"));
+    CHECK(third["status"] == "internal_error");
+    REQUIRE(eventually([&] { return failed() == 2; }, 10s));
+    CHECK(failures_logged() == 1);
+    const std::string log = daemon.log();
+    const auto line_at = log.find("event=prepare_failed");
+    REQUIRE(line_at != std::string::npos);
+    const std::string line = log.substr(line_at, log.find('\n', line_at) - line_at);
+    CHECK(line.find("slot=0") != std::string::npos);
+    CHECK(line.find("failures=1") != std::string::npos);
+    CHECK(line.find("lacks the directory /tmp") != std::string::npos);
+    CHECK(processes_of_uids(daemon.uid_base(), 1).empty());
+
+    fs::rename(languages / "bash" / "root" / "tmp.away", target);
+    CHECK(client.call(execute("bash", "echo four"))["run"]["stdout"] == "four\n");
+    REQUIRE(eventually([&] { return prepared_sandboxes_of_uids(daemon.uid_base(), 1) == 1; }, 10s));
+    CHECK(failed() == 2);
+    fs::remove_all(languages);
 }

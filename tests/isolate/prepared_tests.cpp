@@ -4,8 +4,10 @@
 
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <stdlib.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -153,4 +155,41 @@ TEST_CASE("the sandbox built ahead has the shape of the last job's first run" *
         if (job > 0) CHECK(sandbox.prepared_stats().used == before.used + 1);
         CHECK(sandbox.prepared_stats().discarded == before.discarded);
     }
+}
+
+TEST_CASE("a sandbox that cannot be built ahead is reported, and the next run builds its own" *
+          doctest::test_suite("vm")) {
+    PreparingSandbox fixture;
+    isolate::Sandbox& sandbox = *fixture.sandbox;
+    char dir_template[] = "/var/tmp/sbx-prepared-bind-XXXXXX";
+    REQUIRE(::mkdtemp(dir_template) != nullptr);
+    const std::filesystem::path bound = dir_template;
+    std::filesystem::permissions(bound, std::filesystem::perms(0755));
+    auto listing = shell("ls /probe");
+    listing.binds = {{"/usr", "/usr"}, {bound, "/probe"}};
+    REQUIRE(sandbox.run(listing).status == Status::ok);
+
+    // The next sandbox of this shape needs the bind's source, which is gone.
+    std::filesystem::remove(bound);
+    const auto before = sandbox.prepared_stats();
+    const auto outcome = sandbox.prepare_slot(kSlot);
+    CHECK(outcome.kind == isolate::Sandbox::PrepareOutcome::Kind::failed);
+    CHECK(outcome.error.find(bound.string()) != std::string::npos);
+    CHECK(sandbox.prepared_stats().failed == before.failed + 1);
+    CHECK(test::processes_of_uid(fixture.host_uid()).empty());
+    // The run says why itself.
+    auto failed = sandbox.run(listing);
+    CHECK(failed.status == Status::internal_error);
+    CHECK(failed.message.find(bound.string()) != std::string::npos);
+
+    std::filesystem::create_directory(bound);
+    std::filesystem::permissions(bound, std::filesystem::perms(0755));
+    std::ofstream(bound / "back") << "x";
+    CHECK(sandbox.prepare_slot(kSlot).kind == isolate::Sandbox::PrepareOutcome::Kind::built);
+    auto result = sandbox.run(listing);
+    CHECK(result.status == Status::ok);
+    CHECK(result.stdout_data == "back\n");
+    CHECK(sandbox.prepared_stats().used == before.used + 1);
+    CHECK(sandbox.prepared_stats().failed == before.failed + 1);
+    std::filesystem::remove_all(bound);
 }

@@ -45,15 +45,21 @@ class Sandbox {
 
     RunResult run(const RunSpec& spec);
 
+    // What prepare_slot() did. A failed build costs nothing but speed (the next run builds
+    // its own sandbox, and reports any error itself), so it is reported, not thrown.
+    struct PrepareOutcome {
+        enum class Kind { nothing_to_do, built, failed } kind = Kind::nothing_to_do;
+        std::string error;  // why, when failed
+    };
     // Call between a slot's jobs (a job being one or more runs), off any request's path:
     // finishes tearing down the slot's last run, then (with prepare_ahead) builds its next
-    // sandbox in the shape of the last job's first run. Does nothing if the slot is running;
-    // never throws (a failed build leaves the next run to build its own).
-    void prepare_slot(unsigned slot);
+    // sandbox in the shape of the last job's first run. Does nothing if the slot is running.
+    PrepareOutcome prepare_slot(unsigned slot);
 
     struct PreparedStats {
         std::uint64_t used = 0;       // runs that found their sandbox built ahead
         std::uint64_t discarded = 0;  // sandboxes built ahead for a shape that did not come
+        std::uint64_t failed = 0;     // builds ahead that failed
     };
     PreparedStats prepared_stats() const;
 
