@@ -235,6 +235,9 @@ void load_config_file(const std::filesystem::path& file, Config& config) {
             config.compile_cache_bytes = read_size(value, at);
         } else if (key == "shutdown_grace_ms") {
             config.shutdown_grace_ms = read_count(value, at);
+        } else if (key == "keep_clean_network_namespaces") {
+            if (!value.is_boolean()) at.fail("must be true or false");
+            config.keep_clean_network_namespaces = value.get<bool>();
         } else {
             at.fail("unknown key");
         }

@@ -46,6 +46,9 @@ struct Config {
 
     std::uint64_t shutdown_grace_ms = 3000;
     std::uint64_t compile_cache_bytes = 256u << 20;  // 0: no compile cache
+    // A slot's runs share a network namespace while none leaves a trace in it
+    // (isolate::SandboxConfig::keep_clean_netns); false: a new one for every run.
+    bool keep_clean_network_namespaces = true;
 };
 
 // The built-in defaults: what an empty configuration file means.

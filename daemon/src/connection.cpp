@@ -64,6 +64,11 @@ json prepared_stats(const isolate::Sandbox& sandbox) {
     return {{"used", stats.used}, {"discarded", stats.discarded}, {"failed", stats.failed}};
 }
 
+json netns_stats(const isolate::Sandbox& sandbox) {
+    auto stats = sandbox.netns_stats();
+    return {{"kept", stats.kept}, {"replaced", stats.replaced}};
+}
+
 json stats_body(const DaemonServices& services, std::size_t connections) {
     Scheduler::Stats stats = services.scheduler.stats();
     auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
@@ -81,6 +86,7 @@ json stats_body(const DaemonServices& services, std::size_t connections) {
             {"languages", services.languages.all().size()},
             {"compile_cache", compile_cache_stats(services.compile_cache)},
             {"prepared_sandboxes", prepared_stats(services.sandbox)},
+            {"network_namespaces", netns_stats(services.sandbox)},
             {"version", SANDBOXD_VERSION}};
 }
 

@@ -167,6 +167,7 @@ int serve(const ServeOptions& options) {
         sandbox_config.slots = config.slots;
         // Enough for every slot to start its next run without waiting, within reason.
         sandbox_config.prepared_netns = std::min(config.slots, 8u) + 1;
+        sandbox_config.keep_clean_netns = config.keep_clean_network_namespaces;
         // Requests usually come in runs of the same language and limits: build each slot's
         // next sandbox while it waits (docs/performance.md).
         sandbox_config.prepare_ahead = true;

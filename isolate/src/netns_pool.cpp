@@ -32,7 +32,62 @@ void return_home_or_abort(int home) noexcept {
     }
 }
 
+// The whole of a /proc file, read again from its start through a descriptor kept open.
+bool read_from_start(int fd, std::string& out) {
+    out.clear();
+    char buffer[4096];
+    for (off_t offset = 0;;) {
+        ssize_t got = ::pread(fd, buffer, sizeof buffer, offset);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return false;
+        if (got == 0) return true;
+        out.append(buffer, static_cast<std::size_t>(got));
+        offset += got;
+    }
+}
+
 }  // namespace
+
+std::unique_ptr<Netns> Netns::create(int home) {
+    if (::unshare(CLONE_NEWNET) != 0) throw_errno("unshare(CLONE_NEWNET)");
+    std::unique_ptr<Netns> made;
+    int error = 0;
+    try {
+        made.reset(new Netns(open_own_netns()));
+        error = set_loopback_up();
+        for (View& view : made->views_) {
+            std::string path = std::string("/proc/thread-self/net/") + view.path;
+            view.fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+            // A kernel without IPv6 has neither the file nor anything it would show.
+            if (!view.fd && errno != ENOENT)
+                throw_errno("open " + path + " in a new network namespace");
+        }
+    } catch (...) {
+        return_home_or_abort(home);
+        throw;
+    }
+    return_home_or_abort(home);
+    if (error != 0) throw_errno("bring lo up in a new network namespace", error);
+    for (View& view : made->views_) {
+        if (!view.fd) continue;
+        if (!read_from_start(view.fd.get(), view.when_new))
+            throw_errno(std::string("read /proc/net/") + view.path + " of a new network namespace");
+    }
+    return made;
+}
+
+bool Netns::unchanged(std::string* difference) const {
+    std::string now;
+    for (const View& view : views_) {
+        if (!view.fd) continue;
+        bool same = read_from_start(view.fd.get(), now);
+        if (!same || now != view.when_new) {
+            *difference = std::string("/proc/net/") + view.path;
+            return false;
+        }
+    }
+    return true;
+}
 
 NetnsPool::NetnsPool(unsigned capacity) : capacity_(capacity), home_(open_own_netns()) {
     filler_ = std::thread([this] { fill(); });
@@ -47,36 +102,20 @@ NetnsPool::~NetnsPool() {
     filler_.join();
 }
 
-UniqueFd NetnsPool::take() {
-    UniqueFd fd;
+std::unique_ptr<Netns> NetnsPool::take() {
+    std::unique_ptr<Netns> netns;
     {
         std::lock_guard lock(mutex_);
-        if (ready_.empty()) return fd;
-        fd = std::move(ready_.front());
+        if (ready_.empty()) return netns;
+        netns = std::move(ready_.front());
         ready_.pop_front();
     }
     wake_.notify_all();
-    return fd;
-}
-
-// Runs on the filler thread only: unshare() moves this thread, and only this thread, into
-// the new namespace, and setns() brings it home before the next one.
-UniqueFd NetnsPool::create() {
-    if (::unshare(CLONE_NEWNET) != 0) throw_errno("unshare(CLONE_NEWNET)");
-    UniqueFd netns;
-    int error = 0;
-    try {
-        netns = open_own_netns();
-        error = set_loopback_up();
-    } catch (...) {
-        return_home_or_abort(home_.get());
-        throw;
-    }
-    return_home_or_abort(home_.get());
-    if (error != 0) throw_errno("bring lo up in a new network namespace", error);
     return netns;
 }
 
+// Runs on the filler thread only: Netns::create moves this thread, and only this thread,
+// into the new namespace and back.
 void NetnsPool::fill() {
     using namespace std::chrono_literals;
     std::string last_error;
@@ -87,9 +126,9 @@ void NetnsPool::fill() {
             continue;
         }
         lock.unlock();
-        UniqueFd fd;
+        std::unique_ptr<Netns> netns;
         try {
-            fd = create();
+            netns = Netns::create(home_.get());
             last_error.clear();
         } catch (const std::exception& error) {
             // Runs then make their own namespace, as without a pool; say so once.
@@ -100,8 +139,8 @@ void NetnsPool::fill() {
             }
         }
         lock.lock();
-        if (fd) {
-            ready_.push_back(std::move(fd));
+        if (netns) {
+            ready_.push_back(std::move(netns));
         } else {
             wake_.wait_for(lock, 1s, [this] { return stopping_; });
         }

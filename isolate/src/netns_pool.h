@@ -1,22 +1,71 @@
 #pragma once
 
-// Fresh network namespaces made ahead of time, each given to exactly one run.
+// Network namespaces made ahead of time, and kept by a slot for as long as its runs leave no
+// trace in them.
 //
 // Creating a network namespace is the costliest single step of a run (per-namespace
-// sysctl tables, registering lo, under the global rtnl lock that the kernel's asynchronous
-// teardown of earlier namespaces also holds for long stretches). A background thread
-// makes them here, with lo up, so a run only joins one. Nothing is reused: a namespace's
-// descriptor is handed out once and closed when its run has started, and the kernel tears
-// it down after the run as before.
+// sysctl tables, registering lo, under the global rtnl lock), and tearing one down costs
+// about as much again in the kernel's workqueues. A background thread makes them here, with
+// lo up, so a run only joins one.
+//
+// Most programs never touch the network, and a namespace that nobody touched is exactly as
+// it was when new. So each namespace records, when it is made, what it shows its users: lo's
+// counters (any packet, of any protocol), the IP, IPv6, ICMP, TCP and UDP counters (also a
+// send that failed before reaching lo), its unix sockets, and its IPv6 flow labels. A slot
+// hands its namespace to its next sandbox only once every process of the last run is dead
+// and all of that reads the same as when the namespace was new; any difference, and the
+// namespace is dropped for a fresh one (docs/sandbox.md).
+//
+// Why that is enough: once its processes are gone, a socket stays alive only if the kernel
+// holds it for traffic (TIME_WAIT, an orphan still sending FIN: lo's counters moved) or if it
+// is in flight in a unix socket's queue (that unix socket is listed). The TCP and UDP
+// listings are not read: /proc/net/tcp walks the whole host's connection table, ~1 ms each.
+// Nor is sockstat's count of live sockets: netlink sockets, for one, leave it only an RCU
+// grace period after they close. The IPv6 flow labels are the one object that outlives its
+// socket with no traffic at all (a linger of up to a minute).
 
+#include <array>
 #include <condition_variable>
 #include <deque>
+#include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "isolate/unique_fd.h"
 
 namespace isolate {
+
+// One network namespace, and what it showed its users when it was new.
+class Netns {
+  public:
+    // Makes a namespace with lo up. Call on a thread that may move: it enters the new
+    // namespace and returns to `home` (or aborts the process, see NetnsEntered).
+    static std::unique_ptr<Netns> create(int home);
+
+    int fd() const { return netns_.get(); }
+    // True while everything the namespace shows its users reads as it did when it was new.
+    // Call only when no process is in it. Otherwise false, with the first file that differs
+    // (or could not be read) in *difference.
+    bool unchanged(std::string* difference) const;
+
+  private:
+    struct View {
+        const char* path;  // below /proc/thread-self/net
+        UniqueFd fd;
+        std::string when_new;
+    };
+    explicit Netns(UniqueFd netns) : netns_(std::move(netns)) {}
+
+    UniqueFd netns_;
+    // Opened inside the namespace, so they keep showing it; each pins only the namespace.
+    std::array<View, 6> views_{{{"dev", {}, {}},
+                                {"snmp", {}, {}},
+                                {"snmp6", {}, {}},
+                                {"netstat", {}, {}},
+                                {"unix", {}, {}},
+                                {"ip6_flowlabel", {}, {}}}};
+};
 
 class NetnsPool {
   public:
@@ -27,21 +76,20 @@ class NetnsPool {
     NetnsPool(const NetnsPool&) = delete;
     NetnsPool& operator=(const NetnsPool&) = delete;
 
-    // A fresh namespace, or an invalid descriptor if none is ready (the caller makes its
-    // own then). Never blocks on creation.
-    UniqueFd take();
+    // A new namespace, or null if none is ready (the caller makes its own then). Never
+    // blocks on creation.
+    std::unique_ptr<Netns> take();
     // The namespace threads return to after entering a pooled one.
     int home() const { return home_.get(); }
 
   private:
     void fill();
-    UniqueFd create();
 
     const unsigned capacity_;
     UniqueFd home_;
     std::mutex mutex_;
     std::condition_variable wake_;
-    std::deque<UniqueFd> ready_;
+    std::deque<std::unique_ptr<Netns>> ready_;
     bool stopping_ = false;
     std::thread filler_;
 };

@@ -94,13 +94,12 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& 
     plan.stderr_fd = stderr_pipe.write_end.get();
     plan.cgroup_join_fds = cgroup->self_join_fds();
 
-    NetnsPool* pool = parts.netns_pool;
-    UniqueFd prepared_netns = pool ? pool->take() : UniqueFd();
-    if (prepared_netns) plan.bring_up_loopback = false;
+    const bool joins_netns = parts.netns >= 0;
+    if (joins_netns) plan.bring_up_loopback = false;
     int pidfd = -1;
     clone_args args{};
     args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
-                 CLONE_PIDFD | (prepared_netns ? 0 : CLONE_NEWNET);
+                 CLONE_PIDFD | (joins_netns ? 0 : CLONE_NEWNET);
     args.pidfd = reinterpret_cast<std::uint64_t>(&pidfd);
     args.exit_signal = SIGCHLD;
     if (int cgroup_fd = cgroup->clone_into_fd(); cgroup_fd >= 0) {
@@ -115,19 +114,15 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& 
         plan.started_fd = started.get();
         plan.program_stack = spawner->program_stack();
         plan.program_stack_size = spawner->program_stack_size();
-        pid = spawner->spawn(args, init_main, &plan, started.get(),
-                             prepared_netns ? prepared_netns.get() : -1,
-                             prepared_netns ? pool->home() : -1);
+        pid = spawner->spawn(args, init_main, &plan, started.get(), parts.netns, parts.netns_home);
     } else {
         std::optional<NetnsEntered> in_prepared_netns;
-        if (prepared_netns) in_prepared_netns.emplace(prepared_netns.get(), pool->home());
+        if (joins_netns) in_prepared_netns.emplace(parts.netns, parts.netns_home);
         pid = ::syscall(SYS_clone3, &args, sizeof args);
         if (pid == 0) run_init(plan);
         if (pid < 0) throw_errno("clone3");
     }
     process = std::make_unique<SandboxProcess>(static_cast<pid_t>(pid), pidfd);
-    // pid 1 holds the namespace now; it lives exactly as long as the sandbox.
-    prepared_netns.reset();
     child_control.reset();
     stdin_pipe.read_end.reset();
     stdout_pipe.write_end.reset();

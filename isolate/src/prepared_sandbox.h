@@ -27,7 +27,6 @@
 namespace isolate {
 
 class InitSpawner;
-class NetnsPool;
 
 struct Pipe {
     UniqueFd read_end, write_end;
@@ -57,7 +56,9 @@ class SandboxProcess {
 struct SandboxParts {
     const SandboxConfig& config;
     cgroup::Backend& cgroups;
-    NetnsPool* netns_pool;      // may be null
+    // The network namespace to join and the one to return to; -1: pid 1 gets a new one.
+    int netns;
+    int netns_home;
     InitSpawner* init_spawner;  // null: pid 1 is a copy-on-write clone
     int last_capability;
 };

@@ -473,6 +473,9 @@ struct SlotSandboxes {
     // so jobs like the last one find their first sandbox ready.
     std::optional<SandboxShape> expected_shape;
     bool first_since_prepare = true;
+    // The network namespace the slot's sandboxes join, kept from run to run for as long as
+    // no run leaves a trace in it (netns_pool.h). Null: the next sandbox takes a new one.
+    std::unique_ptr<Netns> netns;
 };
 
 struct SandboxState {
@@ -480,6 +483,7 @@ struct SandboxState {
     std::set<unsigned> busy_slots;
     std::atomic<std::uint64_t> run_counter{0};
     std::atomic<std::uint64_t> prepared_used{0}, prepared_discarded{0}, prepared_failed{0};
+    std::atomic<std::uint64_t> netns_kept{0}, netns_replaced{0};
     int last_capability = 0;
     unsigned parallelism = 1;
     std::unique_ptr<NetnsPool> netns_pool;
@@ -495,9 +499,33 @@ struct SandboxState {
         return init_spawners[slot].get();
     }
 
+    // The network namespace for the slot's next sandbox: the slot's own if the runs before
+    // left it as it was new, else a new one from the pool, else -1 (pid 1 makes its own).
+    // Call only while none of the slot's sandboxes is alive, so nothing can change it after
+    // the look.
+    int next_netns(const SandboxConfig& config, SlotSandboxes& slot) {
+        if (slot.netns) {
+            std::string difference;
+            if (config.keep_clean_netns && slot.netns->unchanged(&difference)) {
+                netns_kept.fetch_add(1);
+                return slot.netns->fd();
+            }
+            if (config.keep_clean_netns) netns_replaced.fetch_add(1);
+            slot.netns.reset();
+        }
+        if (netns_pool) slot.netns = netns_pool->take();
+        return slot.netns ? slot.netns->fd() : -1;
+    }
+
     // What building a sandbox for `slot` takes.
-    SandboxParts parts(const SandboxConfig& config, cgroup::Backend& cgroups, unsigned slot) {
-        return {config, cgroups, netns_pool.get(), init_spawner(config, slot), last_capability};
+    SandboxParts parts(const SandboxConfig& config, cgroup::Backend& cgroups, unsigned slot_index) {
+        int netns = next_netns(config, slots[slot_index]);
+        return {config,
+                cgroups,
+                netns,
+                netns >= 0 ? netns_pool->home() : -1,
+                init_spawner(config, slot_index),
+                last_capability};
     }
 
     std::string next_run_name(unsigned slot) {
@@ -593,6 +621,10 @@ Sandbox::PrepareOutcome Sandbox::prepare_slot(unsigned slot_index) {
 Sandbox::PreparedStats Sandbox::prepared_stats() const {
     return {state_->prepared_used.load(), state_->prepared_discarded.load(),
             state_->prepared_failed.load()};
+}
+
+Sandbox::NetnsStats Sandbox::netns_stats() const {
+    return {state_->netns_kept.load(), state_->netns_replaced.load()};
 }
 
 }  // namespace isolate

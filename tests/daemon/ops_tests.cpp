@@ -333,6 +333,51 @@ TEST_CASE("a sandbox built between requests is used, and the run before left not
     }
 }
 
+// A slot hands its network namespace on while runs leave no trace in it (netns_pool.h); a run
+// that used the network makes it take a new one, and the config key turns keeping off.
+TEST_CASE("a slot keeps its network namespace until a run uses the network" *
+          doctest::test_suite("vm")) {
+    const std::string which = "n=$(ls -l /proc/$$/ns/net); echo \"${n##* }\"\n";
+    for (bool keep : {true, false}) {
+        CAPTURE(keep);
+        DaemonOptions options;
+        options.slots = 1;
+        options.config["keep_clean_network_namespaces"] = keep;
+        Daemon daemon(options);
+        Client client(daemon.socket());
+        auto stats = [&] { return client.call({{"op", "stats"}})["network_namespaces"]; };
+        auto netns = [&] {
+            Json reply = client.call(execute("bash", which));
+            REQUIRE(reply["status"] == "ok");
+            return reply["run"]["stdout"].get<std::string>();
+        };
+        netns();  // if the daemon's pool was still empty, this run's pid 1 made its own
+        const Json before = stats();
+        const std::string first = netns();
+        REQUIRE(first.rfind("net:[", 0) == 0);
+        const std::string second = netns();
+        const std::string third = netns();
+        if (keep) {
+            CHECK(second == first);
+            CHECK(third == first);
+        } else {
+            CHECK(second != first);
+            CHECK(third != second);
+        }
+        if (!keep) {
+            CHECK(stats() == Json{{"kept", 0}, {"replaced", 0}});
+            continue;
+        }
+        CHECK(stats()["kept"].get<int>() >= before["kept"].get<int>() + 2);
+        // A refused connection on lo: a SYN and a RST moved lo's counters.
+        const int replaced = stats()["replaced"];
+        Json touched = client.call(execute("bash", "exec 3<>/dev/tcp/127.0.0.1/9 || echo refused"));
+        CHECK(touched["run"]["stdout"].get<std::string>().find("refused") != std::string::npos);
+        CHECK(netns() != first);
+        CHECK(stats()["replaced"] == replaced + 1);
+    }
+}
+
 TEST_CASE("a sandbox that cannot be built between requests is counted and logged once" *
           doctest::test_suite("vm")) {
     // A language of our own, so that its rootfs can be broken without touching other tests'.

@@ -322,6 +322,61 @@ TEST_CASE("a run's network namespace is fresh: the previous run's sockets and tr
     }
 }
 
+// A slot's sandboxes share a network namespace while runs leave it as it was new
+// (netns_pool.h). Each kind of trace that moves none of lo's counters must still make the
+// slot drop it; a run whose sockets all died with it must not.
+TEST_CASE("a slot keeps its network namespace only while its runs leave no trace in it" *
+          doctest::test_suite("vm")) {
+    auto& sandbox = test::sandbox();
+    auto run = [&](std::vector<std::string> args) {
+        auto spec = test::probe(std::move(args));
+        spec.slot = 5;
+        auto result = sandbox.run(spec);
+        REQUIRE(result.status == Status::ok);
+        return result.stdout_data;
+    };
+    const std::string fresh = "unix=0 inet=0 flowlabels=0 sockets=0 lo_packets=0 abstract=free\n";
+    run({"hello"});  // if the pool was still empty, this run made its own namespace
+    const std::string netns = run({"netns"});
+    CHECK(run({"net-state"}) == fresh);
+    const auto before = sandbox.netns_stats();
+    CHECK(run({"netns"}) == netns);  // nothing was left: the same namespace again
+    CHECK(sandbox.netns_stats().kept == before.kept + 1);
+
+    SUBCASE("sockets that die with the run: kept, and nothing of them is there") {
+        auto litter = run({"net-quiet-litter", "sockets"});
+        unsigned long unix_sockets = 0, inet = 0, sockets = 0;
+        REQUIRE(std::sscanf(litter.c_str(), "unix=%lu inet=%lu flowlabels=0 sockets=%lu",
+                            &unix_sockets, &inet, &sockets) == 3);
+        CHECK(unix_sockets >= 1);
+        CHECK(inet >= 2);
+        CHECK(sockets >= 4);
+        CHECK(litter.find("lo_packets=0 abstract=held") != std::string::npos);
+        CHECK(run({"netns"}) == netns);
+        CHECK(run({"net-state"}) == fresh);
+    }
+    SUBCASE("an IPv6 flow label that outlives its socket: replaced") {
+        auto litter = run({"net-quiet-litter", "flowlabel"});
+        CHECK(litter.find("flowlabels=1 ") != std::string::npos);
+        CHECK(litter.find("lo_packets=0 ") != std::string::npos);
+        const auto replaced = sandbox.netns_stats().replaced;
+        CHECK(run({"netns"}) != netns);
+        CHECK(sandbox.netns_stats().replaced == replaced + 1);
+        CHECK(run({"net-state"}) == fresh);
+    }
+    SUBCASE("a send that found no route, so only a counter moved: replaced") {
+        CHECK(run({"net-quiet-litter", "unreachable"}).find("lo_packets=0 ") != std::string::npos);
+        CHECK(run({"netns"}) != netns);
+        CHECK(run({"net-state"}) == fresh);
+    }
+    SUBCASE("a unix socket kept alive by its own descriptor in flight: gone for the next run") {
+        // Whether the kernel's collector frees it before the slot looks decides between kept
+        // and replaced; either way the next run must not find it.
+        CHECK(run({"net-quiet-litter", "unix-cycle"}).find("abstract=held") != std::string::npos);
+        CHECK(run({"net-state"}) == fresh);
+    }
+}
+
 // The start the daemon does not use on x86_64, kept for other architectures: pid 1 as a
 // copy-on-write clone of the supervisor, and a network namespace the run makes itself (as
 // `sandboxd exec` does). Both must confine as fully as the shared-memory start.

@@ -5,6 +5,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
@@ -201,6 +203,139 @@ static int net_litter(void) {
     return 0;
 }
 
+// What a network namespace shows of itself that a fresh one would not: sockets alive in it
+// (sockstat's first line), unix and inet sockets listed, IPv6 flow labels, lo's packets, and
+// whether an abstract unix name another run bound still answers. Read before this probe
+// opens a socket of its own.
+static void print_net_state(int settle) {
+    long unix_sockets = count_lines("/proc/net/unix") - 1;
+    long inet = count_lines("/proc/net/tcp") + count_lines("/proc/net/tcp6") +
+                count_lines("/proc/net/udp") + count_lines("/proc/net/udp6") - 4;
+    long flowlabels = count_lines("/proc/net/ip6_flowlabel") - 1;
+    // A closed netlink socket leaves sockstat's count only an RCU grace period later, so a
+    // nonzero count gets up to 2 s to settle if asked; a socket that is really alive never does.
+    char used[64] = "?";
+    for (int tries = 0; tries < (settle ? 200 : 1); ++tries) {
+        FILE* f = fopen("/proc/net/sockstat", "r");
+        if (!f || fscanf(f, "sockets: used %63s", used) != 1) strcpy(used, "?");
+        if (f) fclose(f);
+        if (strcmp(used, "0") == 0) break;
+        usleep(10000);
+    }
+    FILE* f;
+    unsigned long long lo_packets = 0;
+    char line[1024];
+    f = fopen("/proc/net/dev", "r");
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long long rx_bytes, rx_packets, skip[6], tx_bytes, tx_packets;
+        char* lo = strstr(line, "lo:");
+        if (lo && sscanf(lo + 3, "%llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &rx_bytes,
+                         &rx_packets, &skip[0], &skip[1], &skip[2], &skip[3], &skip[4], &skip[5],
+                         &tx_bytes, &tx_packets) == 10)
+            lo_packets = rx_packets + tx_packets;
+    }
+    if (f) fclose(f);
+    int probe = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un name = {.sun_family = AF_UNIX};
+    memcpy(name.sun_path, "\0sbx-quiet", 10);
+    int answered =
+        connect(probe, (struct sockaddr*)&name, offsetof(struct sockaddr_un, sun_path) + 10);
+    // ECONNREFUSED: nobody holds the name. Anything else (success, EPERM from a socket
+    // connected elsewhere, EAGAIN from a full one) means somebody does.
+    const char* holder = answered != 0 && errno == ECONNREFUSED ? "free" : "held";
+    printf("unix=%ld inet=%ld flowlabels=%ld sockets=%s lo_packets=%llu abstract=%s\n",
+           unix_sockets, inet, flowlabels, used, lo_packets, holder);
+    close(probe);
+}
+
+// The IPv6 flow label request of <linux/in6.h>, which clashes with glibc's headers.
+struct flowlabel_request {
+    struct in6_addr dst;
+    uint32_t label;
+    uint8_t action, share;
+    uint16_t flags, expires, linger;
+    uint32_t pad;
+};
+
+// Leaves one kind of trace in the network namespace without sending a packet to lo:
+//   sockets      listening TCP, bound UDP, a netlink query, an abstract unix name: all die
+//                with the process, so nothing is left
+//   unix-cycle   an abstract unix socket holding its own descriptor in flight: it outlives
+//                the process until the kernel's garbage collector finds it
+//   flowlabel    an IPv6 flow label that lingers 60 s after its socket
+//   unreachable  a UDP send with no route: only a counter moves
+static int net_quiet_litter(const char* kind) {
+    struct sockaddr_un name = {.sun_family = AF_UNIX};
+    memcpy(name.sun_path, "\0sbx-quiet", 10);
+    socklen_t name_len = offsetof(struct sockaddr_un, sun_path) + 10;
+    if (!strcmp(kind, "sockets")) {
+        struct sockaddr_in addr;
+        if (listen_on_loopback(&addr) < 0) return 1;
+        int udp = socket(AF_INET, SOCK_DGRAM, 0);
+        addr.sin_port = 0;
+        int nl = socket(AF_NETLINK, SOCK_RAW, 0);  // NETLINK_ROUTE
+        struct {
+            struct nlmsghdr header;
+            struct rtgenmsg body;
+        } dump = {{sizeof dump, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 1, 0}, {AF_UNSPEC}};
+        char reply[8192];
+        int u = socket(AF_UNIX, SOCK_DGRAM, 0);
+        if (bind(udp, (struct sockaddr*)&addr, sizeof addr) || nl < 0 ||
+            send(nl, &dump, sizeof dump, 0) < 0 || recv(nl, reply, sizeof reply, 0) <= 0 ||
+            bind(u, (struct sockaddr*)&name, name_len)) {
+            printf("sockets: %s\n", strerrorname_np(errno));
+            return 1;
+        }
+    } else if (!strcmp(kind, "unix-cycle")) {
+        int u = socket(AF_UNIX, SOCK_DGRAM, 0);
+        char byte = 0;
+        struct iovec iov = {&byte, 1};
+        union {
+            char buffer[CMSG_SPACE(sizeof(int))];
+            struct cmsghdr align;
+        } control;
+        struct msghdr message = {.msg_iov = &iov,
+                                 .msg_iovlen = 1,
+                                 .msg_control = control.buffer,
+                                 .msg_controllen = sizeof control.buffer};
+        struct cmsghdr* cmsg = CMSG_FIRSTHDR(&message);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cmsg), &u, sizeof u);
+        if (bind(u, (struct sockaddr*)&name, name_len) ||
+            connect(u, (struct sockaddr*)&name, name_len) || sendmsg(u, &message, 0) != 1) {
+            printf("unix-cycle: %s\n", strerrorname_np(errno));
+            return 1;
+        }
+    } else if (!strcmp(kind, "flowlabel")) {
+        int s = socket(AF_INET6, SOCK_DGRAM, 0);
+        struct flowlabel_request request = {.dst = IN6ADDR_LOOPBACK_INIT,
+                                            .label = htonl(0x5b0c5),
+                                            .action = 0,  // IPV6_FL_A_GET
+                                            .share = 1,   // IPV6_FL_S_EXCL
+                                            .flags = 3,   // IPV6_FL_F_CREATE | IPV6_FL_F_EXCL
+                                            .linger = 60};
+        if (setsockopt(s, IPPROTO_IPV6, 32 /* IPV6_FLOWLABEL_MGR */, &request, sizeof request)) {
+            printf("flowlabel: %s\n", strerrorname_np(errno));
+            return 1;
+        }
+    } else if (!strcmp(kind, "unreachable")) {
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in far = {.sin_family = AF_INET, .sin_port = htons(9)};
+        far.sin_addr.s_addr = htonl(0x0a000001);  // 10.0.0.1: no route in the namespace
+        if (sendto(s, "x", 1, 0, (struct sockaddr*)&far, sizeof far) == 1 || errno != ENETUNREACH) {
+            printf("unreachable: %s\n", strerrorname_np(errno));
+            return 1;
+        }
+    } else {
+        fprintf(stderr, "unknown litter %s\n", kind);
+        return 2;
+    }
+    print_net_state(0);
+    return 0;
+}
+
 int main(int argc, char** argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: sbx-probe COMMAND [ARGS...]\n");
@@ -331,6 +466,14 @@ int main(int argc, char** argv) {
         return net_litter();
     } else if (!strcmp(cmd, "net-traces")) {
         print_net_traces();
+    } else if (!strcmp(cmd, "net-quiet-litter")) {
+        return net_quiet_litter(arg);
+    } else if (!strcmp(cmd, "net-state")) {
+        print_net_state(1);
+    } else if (!strcmp(cmd, "netns")) {
+        char link[64] = "";
+        if (readlink("/proc/self/ns/net", link, sizeof link - 1) < 0) strcpy(link, "?");
+        puts(link);
     } else if (!strcmp(cmd, "stat")) {
         struct stat st;
         puts(stat(arg, &st) == 0 ? "exists" : strerrorname_np(errno));

@@ -21,6 +21,10 @@ struct SandboxConfig {
     // Fresh network namespaces kept ready by a background thread, each used by one run
     // (see netns_pool.h); 0 makes every run create its own on its request path.
     unsigned prepared_netns = 4;
+    // A slot's sandboxes join the network namespace its last run used, for as long as runs
+    // leave it exactly as it was new (netns_pool.h); false gives every run a new one. Needs
+    // prepared_netns.
+    bool keep_clean_netns = true;
     // pid 1 shares the supervisor's memory instead of being a copy-on-write clone of it
     // (see init_spawner.h). Ignored where unsupported (not x86_64), where the copy remains.
     bool init_shares_memory = true;
@@ -62,6 +66,12 @@ class Sandbox {
         std::uint64_t failed = 0;     // builds ahead that failed
     };
     PreparedStats prepared_stats() const;
+
+    struct NetnsStats {
+        std::uint64_t kept = 0;      // sandboxes that joined their slot's namespace again
+        std::uint64_t replaced = 0;  // namespaces dropped because a run left a trace in them
+    };
+    NetnsStats netns_stats() const;
 
     const SandboxConfig& config() const { return config_; }
     const cgroup::Backend& cgroups() const { return *cgroups_; }
