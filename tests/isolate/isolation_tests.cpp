@@ -277,6 +277,13 @@ TEST_CASE("non-native ABIs (x32, i386) are blocked") {
     CHECK(i386.stdout_data.empty());
 }
 
+// vsock ignores network namespaces: on a VM it would reach the hypervisor's services.
+TEST_CASE("AF_VSOCK sockets cannot be made") {
+    auto result = test::sandbox().run(test::probe({"vsock"}));
+    CHECK(result.status == Status::ok);
+    CHECK(result.stdout_data == "vsock EAFNOSUPPORT\n");
+}
+
 TEST_CASE("kill(-1, SIGKILL) inside harms nothing outside") {
     pid_t bystander = fork();
     if (bystander == 0) {

@@ -269,6 +269,17 @@ TEST_CASE("default.json parses and blocks what it must") {
         }
     }
 
+    SUBCASE("socket: AF_VSOCK refused as unsupported, also with high bits set; others allowed") {
+        for (const char* name : {"socket", "socketpair"}) {
+            CAPTURE(name);
+            CHECK(is_errno(evaluate(policy, name, {40, 1, 0, 0, 0, 0}), EAFNOSUPPORT));
+            CHECK(is_errno(evaluate(policy, name, {0xffffffff'00000028, 1, 0, 0, 0, 0}),
+                           EAFNOSUPPORT));
+            for (std::uint64_t family : {1ull /* unix */, 2ull, 10ull, 16ull /* netlink */})
+                CHECK(is_allow(evaluate(policy, name, {family, 1, 0, 0, 0, 0})));
+        }
+    }
+
     CHECK(is_allow(evaluate(policy, "read", {0, 0, 0, 0, 0, 0})));
     CHECK(is_allow(evaluate(policy, "execve", {0, 0, 0, 0, 0, 0})));
 }
@@ -693,4 +704,29 @@ TEST_CASE("kernel: non-native ABIs are killed") {
         // -1/ENOSYS here would mean the filter let the call through.
         CHECK_MESSAGE((WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS), describe_status(status));
     }
+}
+
+TEST_CASE("kernel: AF_VSOCK sockets are refused with EAFNOSUPPORT") {
+    const auto filter = SeccompFilter::compile(default_policy());
+    // Exit code 0: the socket was made; 1: EAFNOSUPPORT; 2: anything else.
+    auto try_vsock = [&](bool filtered) {
+        const pid_t pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            if (filtered) {
+                int unused = -1;
+                install_in_child(*filter, 0, unused);
+            }
+            const long fd = syscall(SYS_socket, 0xffffffff'00000000 | AF_VSOCK, SOCK_STREAM, 0);
+            _exit(fd >= 0 ? 0 : errno == EAFNOSUPPORT ? 1 : 2);
+        }
+        return Child(pid).wait();
+    };
+    const int baseline = try_vsock(false);
+    if (!(WIFEXITED(baseline) && WEXITSTATUS(baseline) == 0)) {
+        MESSAGE("this kernel has no vsock (" << describe_status(baseline) << "); skipped");
+        return;
+    }
+    const int status = try_vsock(true);
+    CHECK_MESSAGE((WIFEXITED(status) && WEXITSTATUS(status) == 1), describe_status(status));
 }
