@@ -203,6 +203,43 @@ TEST_CASE("a second daemon on a live socket refuses to start and leaves it alone
     CHECK(client.call({{"op", "ping"}})["ok"] == true);
 }
 
+// Each instance cleans up what it finds in its cgroup subtree as a dead instance's leftovers,
+// so a second one on the same subtree must refuse before touching it.
+// Not in the "vm" suite: there each daemon gets a cgroup of its own, so a second one started
+// here would have a different subtree (the cgroup tests cover the v2 backend's lock).
+TEST_CASE(
+    "a second daemon on a live daemon's cgroup subtree refuses to start and leaves it alone") {
+    if (!delegated_cgroups().empty()) return;
+    DaemonOptions options;
+    options.slots = 1;
+    Daemon daemon(options);
+    Client client(daemon.socket());
+    REQUIRE(client.call(execute("bash", "echo one"))["run"]["stdout"] == "one\n");
+    REQUIRE(eventually([&] { return prepared_sandboxes_of_uids(daemon.uid_base(), 1) == 1; }, 10s));
+    const auto processes = processes_of_uids(daemon.uid_base(), 1);
+
+    // Bounded, so that a daemon which wrongly starts fails the test instead of hanging it.
+    std::vector<std::string> argv = {"/usr/bin/timeout",
+                                     "30",
+                                     SBX_SANDBOXD_BIN,
+                                     "--socket",
+                                     (daemon.directory() / "second.sock").string(),
+                                     "--cgroup-subtree",
+                                     daemon.cgroup_subtree(),
+                                     "--language-dir",
+                                     host_languages().string()};
+    if (const std::string forced = forced_cgroup_backend(); !forced.empty())
+        argv.insert(argv.end(), {"--cgroup-version", forced});
+    auto second = run_program(argv);
+    CHECK(second.status == 1);
+    CHECK(second.output.find("in use by another running sandboxd") != std::string::npos);
+    // The sandbox built ahead is still there, and the next request uses it.
+    CHECK(processes_of_uids(daemon.uid_base(), 1) == processes);
+    const int used = client.call({{"op", "stats"}})["prepared_sandboxes"]["used"];
+    CHECK(client.call(execute("bash", "echo two"))["run"]["stdout"] == "two\n");
+    CHECK(client.call({{"op", "stats"}})["prepared_sandboxes"]["used"] == used + 1);
+}
+
 TEST_CASE("the socket is mode 0660; the peer's credentials are logged with each request") {
     Daemon daemon;
     struct stat st {};

@@ -476,8 +476,8 @@ TEST_CASE("cgroup a new backend removes what a crashed one left, processes inclu
     if (crasher == 0) {
         ::close(report[0]);
         try {
-            auto backend = cg::detect_backend({.subtree = subtree});
-            auto run = backend->create("left-behind", {.memory_bytes = 64 * kMiB, .max_tasks = 8});
+            // Forked before the backend exists, as a daemon's sandboxes never hold its
+            // descriptors: a sleeper holding the subtree's lock would be a live instance.
             pid_t sleepers[2];
             for (pid_t& pid : sleepers) {
                 pid = ::fork();
@@ -486,6 +486,8 @@ TEST_CASE("cgroup a new backend removes what a crashed one left, processes inclu
                 }
                 if (pid < 0) ::_exit(1);
             }
+            auto backend = cg::detect_backend({.subtree = subtree});
+            auto run = backend->create("left-behind", {.memory_bytes = 64 * kMiB, .max_tasks = 8});
             run->attach(sleepers[0]);
             for (const auto& dir : subtree_dirs(subtree)) {
                 stdfs::create_directory(dir / "left-behind" / "nested");
@@ -521,6 +523,29 @@ TEST_CASE("cgroup a new backend removes what a crashed one left, processes inclu
         for (pid_t pid : sleepers) CHECK(killed_by_sigkill(wait_status(pid)));
     }
     for (const auto& dir : dirs) CHECK_FALSE(stdfs::exists(dir));
+}
+
+TEST_CASE("cgroup a second backend on a live one's subtree refuses and leaves its runs alone") {
+    TestBackend first;
+    Subreaper subreaper;
+    auto run = first.backend->create("busy", {.memory_bytes = 64 * kMiB, .max_tasks = 8});
+    const pid_t sleeper = ::fork();
+    REQUIRE(sleeper >= 0);
+    if (sleeper == 0) {
+        for (;;) ::pause();
+    }
+    run->attach(sleeper);
+    CHECK_THROWS_WITH_AS(
+        cg::detect_backend({.subtree = first.subtree, .force = test::forced_cgroup_backend()}),
+        doctest::Contains("in use by another running sandboxd"), isolate::SetupError);
+    for (const auto& dir : subtree_dirs(first.subtree)) CHECK(stdfs::is_directory(dir / "busy"));
+    CHECK(::kill(sleeper, 0) == 0);
+    run.reset();
+    CHECK(killed_by_sigkill(wait_status(sleeper)));
+    // Once the first is gone, the subtree is free again.
+    first.backend.reset();
+    CHECK_NOTHROW(
+        cg::detect_backend({.subtree = first.subtree, .force = test::forced_cgroup_backend()}));
 }
 
 TEST_CASE("cgroup parsers read /proc/self/cgroup and mountinfo lines") {

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -334,6 +335,23 @@ int remove_tree(const Dir& parent, const std::string& name, Backoff& backoff) no
     if (const int e = rmdir_retry(parent, name, backoff); e != 0 && first_error == 0)
         first_error = e;
     return first_error;
+}
+
+UniqueFd lock_subtree(const Dir& dir, std::chrono::milliseconds wait) {
+    // A descriptor of its own: a flock belongs to the open file, and the Dir's may be shared.
+    UniqueFd lock(::openat(dir.fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!lock.valid()) throw_errno("open " + dir.path.string(), errno);
+    Backoff backoff(wait);
+    while (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+        const int err = errno;
+        if (err == EINTR) continue;
+        if (err != EWOULDBLOCK) throw_errno("flock " + dir.path.string(), err);
+        if (!backoff.sleep())
+            throw SetupError("the cgroup subtree " + dir.path.string() +
+                             " is in use by another running sandboxd; give each instance its "
+                             "own cgroup_subtree");
+    }
+    return lock;
 }
 
 }  // namespace isolate::cgroup::fs

@@ -108,4 +108,12 @@ int rmdir_retry(const Dir& parent, const std::string& name, Backoff& backoff) no
 // rmdir_retry. Killing the tasks inside is the caller's job. Returns 0 or the first errno.
 int remove_tree(const Dir& parent, const std::string& name, Backoff& backoff) noexcept;
 
+// Takes an exclusive lock (flock) on the subtree `dir` for as long as the returned
+// descriptor is open, waiting up to `wait` for an instance that is still exiting. The
+// subtree's leftovers are cleaned up as a dead instance's, so two live daemons must never
+// share one. Throws SetupError naming the subtree if another holder keeps it.
+UniqueFd lock_subtree(const Dir& dir, std::chrono::milliseconds wait);
+// Long enough for a killed instance's last processes to exit and drop the lock.
+inline constexpr std::chrono::milliseconds kSubtreeLockWait{2000};
+
 }  // namespace isolate::cgroup::fs

@@ -339,6 +339,8 @@ V1Backend::V1Backend(const std::string& subtree, const V1Locations& locations)
 
     // Set once here, inherited by every run's directory when it is made.
     const fs::Dir& memory = layout_->hierarchies[static_cast<std::size_t>(layout_->memory)].subtree;
+    // Before the cleanup below: what another live instance has in the subtree is not stale.
+    subtree_lock_ = fs::lock_subtree(memory, fs::kSubtreeLockWait);
     layout_->has_memsw = fs::exists_at(memory.fd.get(), "memory.memsw.limit_in_bytes");
     // Best effort: older kernels refuse it (EBUSY) below a hierarchical parent, and the memsw
     // limit already keeps runs off swap where it matters.

@@ -92,6 +92,7 @@ class V1Backend final : public Backend {
     std::shared_ptr<V1Layout> layout_;
     std::vector<fs::Dir> own_dirs_;  // parents of the subtrees, to remove them at the end
     std::string subtree_;
+    UniqueFd subtree_lock_;  // held for our lifetime (fs::lock_subtree)
 };
 
 }  // namespace isolate::cgroup

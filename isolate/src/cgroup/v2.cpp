@@ -294,6 +294,8 @@ V2Backend::V2Backend(const std::string& subtree, const V2Location& location)
     if (!has_all(fs::read_file_at(layout_->subtree, "cgroup.subtree_control"), wanted))
         fs::write_file_at(layout_->subtree, "cgroup.subtree_control", layout_->enable);
     parent_ = std::move(own);
+    // Before the cleanup below: what another live instance has in the subtree is not stale.
+    subtree_lock_ = fs::lock_subtree(layout_->subtree, fs::kSubtreeLockWait);
 
     // Whatever is below our subtree now was left by an earlier instance that died without
     // cleaning up; its processes are ours to kill.

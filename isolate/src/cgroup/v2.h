@@ -80,6 +80,7 @@ class V2Backend final : public Backend {
     std::shared_ptr<V2Layout> layout_;
     fs::Dir parent_;  // where the subtree lives, to remove it at the end
     std::string subtree_;
+    UniqueFd subtree_lock_;  // held for our lifetime (fs::lock_subtree)
 };
 
 }  // namespace isolate::cgroup
