@@ -246,6 +246,9 @@ def main():
     print("# measuring: sandboxd throughput ...", file=sys.stderr)
     sd, sd_s = in_workers(W, args.throughput_runs, args.seconds,
                           execute_body(args.socket, TRIVIAL))
+    # The floor under the latency targets: the same bash with no sandbox, one at a time.
+    print("# measuring: bare fork+exec, 1 worker ...", file=sys.stderr)
+    bare1, _ = in_workers(1, args.latency_runs, args.seconds, spawn_body(BARE))
     print("# measuring: sandboxd latency (1 client) ...", file=sys.stderr)
     lat, lat_s = in_workers(1, args.latency_runs, args.seconds, execute_body(args.socket, TRIVIAL))
     done = 5 + sd["runs"] + lat["runs"]
@@ -303,6 +306,12 @@ def main():
         "", "", "<= 2 ms")
     row("sandboxd latency p99, 1 client", f"{ms(pct(lat_ns, 99)):.2f} ms"
         f" (p90 {ms(pct(lat_ns, 90)):.2f}, max {ms(max(lat_ns)):.2f})", "", "", "<= 5 ms")
+    bare1_ns = bare1["latencies_ns"]
+    row("bare fork+exec, 1 worker, p50 (p99)",
+        f"{ms(pct(bare1_ns, 50)):.2f} ms ({ms(pct(bare1_ns, 99)):.2f}) ({bare1['runs']} runs)")
+    row("sandboxd - bare, p50 (p99)",
+        f"+{ms(pct(lat_ns, 50) - pct(bare1_ns, 50)):.2f} ms"
+        f" (+{ms(pct(lat_ns, 99) - pct(bare1_ns, 99)):.2f})  = the sandbox's share")
     row("daemon RSS idle (after start + 1 ping)", f"{rss_idle / 1024:.1f} MiB", "", "", "<= 15 MiB")
     row(f"daemon RSS after {done} runs", f"{rss_after / 1024:.1f} MiB (peak {hwm / 1024:.1f})",
         "idle", fmt_ratio(rss_after / rss_idle), "bounded (issue: 100,000 runs)")
