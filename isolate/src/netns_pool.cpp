@@ -76,15 +76,11 @@ std::unique_ptr<Netns> Netns::create(int home) {
     return made;
 }
 
-bool Netns::unchanged(std::string* difference) const {
+bool Netns::unchanged() const {
     std::string now;
     for (const View& view : views_) {
         if (!view.fd) continue;
-        bool same = read_from_start(view.fd.get(), now);
-        if (!same || now != view.when_new) {
-            *difference = std::string("/proc/net/") + view.path;
-            return false;
-        }
+        if (!read_from_start(view.fd.get(), now) || now != view.when_new) return false;
     }
     return true;
 }

@@ -44,10 +44,9 @@ class Netns {
     static std::unique_ptr<Netns> create(int home);
 
     int fd() const { return netns_.get(); }
-    // True while everything the namespace shows its users reads as it did when it was new.
-    // Call only when no process is in it. Otherwise false, with the first file that differs
-    // (or could not be read) in *difference.
-    bool unchanged(std::string* difference) const;
+    // True while everything the namespace shows its users reads as it did when it was new;
+    // false if anything differs or cannot be read. Call only when no process is in it.
+    bool unchanged() const;
 
   private:
     struct View {

@@ -505,8 +505,7 @@ struct SandboxState {
     // the look.
     int next_netns(const SandboxConfig& config, SlotSandboxes& slot) {
         if (slot.netns) {
-            std::string difference;
-            if (config.keep_clean_netns && slot.netns->unchanged(&difference)) {
+            if (config.keep_clean_netns && slot.netns->unchanged()) {
                 netns_kept.fetch_add(1);
                 return slot.netns->fd();
             }
