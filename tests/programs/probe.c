@@ -125,12 +125,9 @@ static long count_lines(const char* path) {
     return lines;
 }
 
-// What a network namespace remembers of its past: sockets (TIME_WAIT ones outlive their
-// process), lo's packet counters, and TCP's connection counter. All 0 in a fresh one.
-static void print_net_traces(void) {
-    long tcp = count_lines("/proc/net/tcp") - 1 + count_lines("/proc/net/tcp6") - 1;
-    long unix_sockets = count_lines("/proc/net/unix") - 1;
-    unsigned long long lo_packets = 0, active_opens = 0;
+// lo's received plus sent packets, from /proc/net/dev.
+static unsigned long long lo_packet_count(void) {
+    unsigned long long packets = 0;
     char line[1024];
     FILE* f = fopen("/proc/net/dev", "r");
     while (f && fgets(line, sizeof line, f)) {
@@ -139,10 +136,20 @@ static void print_net_traces(void) {
         if (lo && sscanf(lo + 3, "%llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &rx_bytes,
                          &rx_packets, &skip[0], &skip[1], &skip[2], &skip[3], &skip[4], &skip[5],
                          &tx_bytes, &tx_packets) == 10)
-            lo_packets = rx_packets + tx_packets;
+            packets = rx_packets + tx_packets;
     }
     if (f) fclose(f);
-    f = fopen("/proc/net/snmp", "r");
+    return packets;
+}
+
+// What a network namespace remembers of its past: sockets (TIME_WAIT ones outlive their
+// process), lo's packet counters, and TCP's connection counter. All 0 in a fresh one.
+static void print_net_traces(void) {
+    long tcp = count_lines("/proc/net/tcp") - 1 + count_lines("/proc/net/tcp6") - 1;
+    long unix_sockets = count_lines("/proc/net/unix") - 1;
+    unsigned long long lo_packets = lo_packet_count(), active_opens = 0;
+    char line[1024];
+    FILE* f = fopen("/proc/net/snmp", "r");
     char header[1024];
     while (f && fgets(header, sizeof header, f) && fgets(line, sizeof line, f)) {
         if (strncmp(header, "Tcp:", 4) != 0) continue;
@@ -222,19 +229,7 @@ static void print_net_state(int settle) {
         if (strcmp(used, "0") == 0) break;
         usleep(10000);
     }
-    FILE* f;
-    unsigned long long lo_packets = 0;
-    char line[1024];
-    f = fopen("/proc/net/dev", "r");
-    while (f && fgets(line, sizeof line, f)) {
-        unsigned long long rx_bytes, rx_packets, skip[6], tx_bytes, tx_packets;
-        char* lo = strstr(line, "lo:");
-        if (lo && sscanf(lo + 3, "%llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &rx_bytes,
-                         &rx_packets, &skip[0], &skip[1], &skip[2], &skip[3], &skip[4], &skip[5],
-                         &tx_bytes, &tx_packets) == 10)
-            lo_packets = rx_packets + tx_packets;
-    }
-    if (f) fclose(f);
+    unsigned long long lo_packets = lo_packet_count();
     int probe = socket(AF_UNIX, SOCK_DGRAM, 0);
     struct sockaddr_un name = {.sun_family = AF_UNIX};
     memcpy(name.sun_path, "\0sbx-quiet", 10);
