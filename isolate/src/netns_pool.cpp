@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cgroup/cgroup_fs.h"
 #include "isolate/error.h"
 #include "network.h"
 
@@ -32,20 +33,6 @@ void return_home_or_abort(int home) noexcept {
     }
 }
 
-// The whole of a /proc file, read again from its start through a descriptor kept open.
-bool read_from_start(int fd, std::string& out) {
-    out.clear();
-    char buffer[4096];
-    for (off_t offset = 0;;) {
-        ssize_t got = ::pread(fd, buffer, sizeof buffer, offset);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) return false;
-        if (got == 0) return true;
-        out.append(buffer, static_cast<std::size_t>(got));
-        offset += got;
-    }
-}
-
 }  // namespace
 
 std::unique_ptr<Netns> Netns::create(int home) {
@@ -58,8 +45,8 @@ std::unique_ptr<Netns> Netns::create(int home) {
         for (View& view : made->views_) {
             std::string path = std::string("/proc/thread-self/net/") + view.path;
             view.fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-            // A kernel without IPv6 has neither the file nor anything it would show.
-            if (!view.fd && errno != ENOENT)
+            // A kernel without IPv6 has neither its files nor anything they would show.
+            if (!view.fd && !(view.ipv6 && errno == ENOENT))
                 throw_errno("open " + path + " in a new network namespace");
         }
     } catch (...) {
@@ -70,8 +57,9 @@ std::unique_ptr<Netns> Netns::create(int home) {
     if (error != 0) throw_errno("bring lo up in a new network namespace", error);
     for (View& view : made->views_) {
         if (!view.fd) continue;
-        if (!read_from_start(view.fd.get(), view.when_new))
-            throw_errno(std::string("read /proc/net/") + view.path + " of a new network namespace");
+        if (const int err = cgroup::fs::try_pread_all(view.fd.get(), view.when_new); err != 0)
+            throw_errno(std::string("read /proc/net/") + view.path + " of a new network namespace",
+                        err);
     }
     return made;
 }
@@ -80,7 +68,8 @@ bool Netns::unchanged() const {
     std::string now;
     for (const View& view : views_) {
         if (!view.fd) continue;
-        if (!read_from_start(view.fd.get(), now) || now != view.when_new) return false;
+        if (cgroup::fs::try_pread_all(view.fd.get(), now) != 0 || now != view.when_new)
+            return false;
     }
     return true;
 }

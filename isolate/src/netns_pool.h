@@ -51,6 +51,7 @@ class Netns {
   private:
     struct View {
         const char* path;  // below /proc/thread-self/net
+        bool ipv6;         // absent on a kernel without IPv6; every other file must exist
         UniqueFd fd;
         std::string when_new;
     };
@@ -58,12 +59,12 @@ class Netns {
 
     UniqueFd netns_;
     // Opened inside the namespace, so they keep showing it; each pins only the namespace.
-    std::array<View, 6> views_{{{"dev", {}, {}},
-                                {"snmp", {}, {}},
-                                {"snmp6", {}, {}},
-                                {"netstat", {}, {}},
-                                {"unix", {}, {}},
-                                {"ip6_flowlabel", {}, {}}}};
+    std::array<View, 6> views_{{{"dev", false, {}, {}},
+                                {"snmp", false, {}, {}},
+                                {"snmp6", true, {}, {}},
+                                {"netstat", false, {}, {}},
+                                {"unix", false, {}, {}},
+                                {"ip6_flowlabel", true, {}, {}}}};
 };
 
 class NetnsPool {
