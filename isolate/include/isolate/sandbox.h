@@ -18,8 +18,8 @@ struct SandboxConfig {
     uid_t inside_uid = 1000;
     // How long namespace/mount setup may take before the run fails as internal_error.
     unsigned setup_timeout_ms = 10'000;
-    // Fresh network namespaces kept ready by a background thread, each used by one run
-    // (see netns_pool.h); 0 makes every run create its own on its request path.
+    // New network namespaces kept ready by a background thread for the slots to take (see
+    // netns_pool.h); 0 makes every run create its own on its request path.
     unsigned prepared_netns = 4;
     // A slot's sandboxes join the network namespace its last run used, for as long as runs
     // leave it exactly as it was new (netns_pool.h); false gives every run a new one. Needs
