@@ -4,6 +4,7 @@
 // The child is a raw clone of a multithreaded process: it must not allocate, lock or throw,
 // so it only reads this plan and makes syscalls.
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 
@@ -66,6 +67,8 @@ struct ChildPlan {
     std::vector<char*> argv;                   // null-terminated, pointing into the RunSpec
     std::vector<char*> envp;
     std::vector<PlannedRlimit> rlimits;
+    // The CPUs the program may use, set before its execve; null: pid 1's, inherited.
+    const cpu_set_t* program_cpus = nullptr;
     const SeccompFilter* seccomp = nullptr;
     // An eventfd pid 1 writes to first thing, when it shares the supervisor's memory
     // (InitSpawner); -1 otherwise.
@@ -117,6 +120,7 @@ enum class ChildStep : std::uint32_t {
     program_stdio,
     program_chdir,
     program_rlimit,
+    program_affinity,
     program_signals,
     program_seccomp,
     program_send_listener,

@@ -78,6 +78,8 @@ const char* to_string(ChildStep step) {
             return "set resource limits";
         case ChildStep::program_signals:
             return "reset signal handling";
+        case ChildStep::program_affinity:
+            return "give the program its CPUs";
         case ChildStep::program_seccomp:
             return "install the seccomp filter";
         case ChildStep::program_send_listener:

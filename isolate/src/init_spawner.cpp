@@ -82,7 +82,7 @@ bool InitSpawner::supported() {
 #endif
 }
 
-InitSpawner::InitSpawner() {
+InitSpawner::InitSpawner(int cpu) : cpu_(cpu) {
     if (!supported()) throw SetupError("pid 1 cannot share the supervisor's memory here");
     // A task that dumps core takes every task sharing its memory with it; a non-dumpable
     // memory makes a crash end the crashing task alone. pid 1 makes it non-dumpable anyway.
@@ -139,6 +139,14 @@ void InitSpawner::release() noexcept {
 }
 
 void InitSpawner::serve() {
+    if (cpu_ >= 0) {
+        cpu_set_t only;
+        CPU_ZERO(&only);
+        CPU_SET(static_cast<unsigned>(cpu_), &only);
+        // Only speed depends on it (SandboxConfig::pin_slots); the program's CPUs are set
+        // from the plan whatever pid 1 has.
+        (void)::sched_setaffinity(0, sizeof only, &only);
+    }
     std::unique_lock lock(mutex_);
     for (;;) {
         changed_.wait(lock, [this] { return stopping_ || pending_; });

@@ -36,8 +36,10 @@ namespace isolate {
 
 class InitSpawner {
   public:
-    // Throws SetupError if the stacks or the thread cannot be made.
-    InitSpawner();
+    // Throws SetupError if the stacks or the thread cannot be made. With `cpu` >= 0 the
+    // spawner thread, and so every pid 1 it starts, runs on that CPU only (if the kernel
+    // lets it; else anywhere, as without).
+    explicit InitSpawner(int cpu = -1);
     ~InitSpawner();
     InitSpawner(const InitSpawner&) = delete;
     InitSpawner& operator=(const InitSpawner&) = delete;
@@ -65,6 +67,7 @@ class InitSpawner {
     static constexpr std::size_t kGuard = 4096;
     static constexpr std::size_t kStackSize = 512 * 1024;
 
+    int cpu_ = -1;
     void* region_ = nullptr;
     std::size_t region_size_ = 0;
     void* init_stack_ = nullptr;

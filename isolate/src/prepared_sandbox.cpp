@@ -73,6 +73,7 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& 
                                  unsigned slot, const RunSpec* program, std::string run_name)
     : shape_(shape) {
     plan = make_sandbox_plan(shape, parts.config.inside_uid, parts.last_capability);
+    plan.program_cpus = parts.program_cpus;
     // A copy-on-write pid 1 sees only what the plan held at clone3.
     if (!program && !parts.init_spawner)
         throw SetupError("a sandbox is prepared ahead only where pid 1 shares our memory");

@@ -61,6 +61,7 @@ struct SandboxParts {
     int netns_home;
     InitSpawner* init_spawner;  // null: pid 1 is a copy-on-write clone
     int last_capability;
+    const cpu_set_t* program_cpus;  // null: the program keeps pid 1's CPUs
 };
 
 class PreparedSandbox {

@@ -91,6 +91,11 @@ void exec_program(const ChildPlan& plan, int workdir_fd, std::uint64_t init_cpu_
         fail(failure, ChildStep::program_chdir);
         die_reporting(plan, failure);
     }
+    // pid 1 is pinned to its slot's CPU (SandboxConfig::pin_slots); the program is not.
+    if (plan.program_cpus && ::sched_setaffinity(0, sizeof(cpu_set_t), plan.program_cpus) != 0) {
+        fail(failure, ChildStep::program_affinity);
+        die_reporting(plan, failure);
+    }
     if (!apply_rlimits(plan, failure) || !install_seccomp(plan, init_cpu_ns, failure))
         die_reporting(plan, failure);
 

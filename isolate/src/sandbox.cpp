@@ -488,6 +488,10 @@ struct SandboxState {
     unsigned parallelism = 1;
     std::unique_ptr<NetnsPool> netns_pool;
     std::vector<std::unique_ptr<InitSpawner>> init_spawners;  // per slot, made on first use
+    // With pin_slots: the CPUs this process could use at start, which every program gets,
+    // and the one each slot's supervisor thread and pid 1 use (empty: nothing is pinned).
+    cpu_set_t program_cpus{};
+    std::vector<int> slot_cpus;
     // Last, so it goes first: a prepared pid 1 lives inside its spawner's clone3 call.
     std::vector<SlotSandboxes> slots;
 
@@ -495,7 +499,8 @@ struct SandboxState {
         if (!config.init_shares_memory || !InitSpawner::supported()) return nullptr;
         std::lock_guard lock(mutex);
         if (init_spawners.size() < config.slots) init_spawners.resize(config.slots);
-        if (!init_spawners[slot]) init_spawners[slot] = std::make_unique<InitSpawner>();
+        if (!init_spawners[slot])
+            init_spawners[slot] = std::make_unique<InitSpawner>(slot_cpu(slot));
         return init_spawners[slot].get();
     }
 
@@ -516,6 +521,18 @@ struct SandboxState {
         return slot.netns ? slot.netns->fd() : -1;
     }
 
+    int slot_cpu(unsigned slot) const {
+        return slot_cpus.empty() ? -1 : slot_cpus[slot % slot_cpus.size()];
+    }
+
+    // With one CPU there is nothing to gain; and a set that cannot be read pins nothing.
+    void choose_slot_cpus() {
+        if (::sched_getaffinity(0, sizeof program_cpus, &program_cpus) != 0) return;
+        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+            if (CPU_ISSET(cpu, &program_cpus)) slot_cpus.push_back(cpu);
+        if (slot_cpus.size() < 2) slot_cpus.clear();
+    }
+
     // What building a sandbox for `slot` takes.
     SandboxParts parts(const SandboxConfig& config, cgroup::Backend& cgroups, unsigned slot_index) {
         int netns = next_netns(config, slots[slot_index]);
@@ -524,7 +541,8 @@ struct SandboxState {
                 netns,
                 netns >= 0 ? netns_pool->home() : -1,
                 init_spawner(config, slot_index),
-                last_capability};
+                last_capability,
+                slot_cpus.empty() ? nullptr : &program_cpus};
     }
 
     std::string next_run_name(unsigned slot) {
@@ -543,11 +561,21 @@ Sandbox::Sandbox(SandboxConfig config, std::unique_ptr<cgroup::Backend> cgroups)
     state_->last_capability = read_last_capability();
     state_->parallelism = std::max(1u, std::thread::hardware_concurrency());
     state_->slots.resize(config_.slots);
+    if (config_.pin_slots) state_->choose_slot_cpus();
     if (config_.prepared_netns > 0)
         state_->netns_pool = std::make_unique<NetnsPool>(config_.prepared_netns);
 }
 
 Sandbox::~Sandbox() = default;
+
+bool Sandbox::pin_current_thread(unsigned slot) const {
+    const int cpu = state_->slot_cpu(slot);
+    if (cpu < 0) return true;
+    cpu_set_t only;
+    CPU_ZERO(&only);
+    CPU_SET(static_cast<unsigned>(cpu), &only);
+    return ::sched_setaffinity(0, sizeof only, &only) == 0;
+}
 
 RunResult Sandbox::run(const RunSpec& spec) {
     try {

@@ -3,6 +3,7 @@
 // whose shape differs never gets one.
 
 #include <doctest/doctest.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 
@@ -11,6 +12,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "isolate/support.h"
 
@@ -192,4 +194,73 @@ TEST_CASE("a sandbox that cannot be built ahead is reported, and the next run bu
     CHECK(sandbox.prepared_stats().used == before.used + 1);
     CHECK(sandbox.prepared_stats().failed == before.failed + 1);
     std::filesystem::remove_all(bound);
+}
+
+namespace {
+
+// The CPUs this process may use, as the kernel lists them in /proc/<pid>/status.
+std::vector<int> allowed_cpus() {
+    cpu_set_t set;
+    REQUIRE(::sched_getaffinity(0, sizeof set, &set) == 0);
+    std::vector<int> cpus;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+        if (CPU_ISSET(cpu, &set)) cpus.push_back(cpu);
+    return cpus;
+}
+
+std::string cpu_list_of(const std::string& status_file) {
+    std::ifstream in(status_file);
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("Cpus_allowed_list:\t", 0) == 0) return line.substr(19);
+    return "";
+}
+
+}  // namespace
+
+// SandboxConfig::pin_slots: each slot's pid 1 (and the thread that supervises it) share one
+// CPU, and the program gets back every CPU it would have had.
+TEST_CASE("with pin_slots, pid 1 stays on its slot's CPU and the program gets every CPU" *
+          doctest::test_suite("vm")) {
+    const std::vector<int> cpus = allowed_cpus();
+    if (cpus.size() < 2) {
+        MESSAGE("one CPU: nothing is pinned, nothing to see");
+        return;
+    }
+    const std::string everything = cpu_list_of("/proc/self/status");
+    REQUIRE(!everything.empty());
+
+    isolate::cgroup::BackendOptions options;
+    options.subtree = test::unique_cgroup_subtree("pinned");
+    options.force = test::forced_cgroup_backend();
+    isolate::SandboxConfig config;
+    config.uid_base = 2'200'000;
+    config.slots = 2;
+    config.prepare_ahead = true;
+    config.pin_slots = true;
+    isolate::Sandbox sandbox(config, isolate::cgroup::detect_backend(options));
+
+    // What pid 1 and the program (grep, a child of the program's shell) may use.
+    const std::string look = "grep -h Cpus_allowed_list /proc/1/status /proc/self/status | cut -f2";
+    for (unsigned slot : {0u, 1u}) {
+        CAPTURE(slot);
+        const std::string own = std::to_string(cpus[slot % cpus.size()]);
+        auto spec = test::command({"/bin/sh", "-c", look});
+        spec.slot = slot;
+        auto first = sandbox.run(spec);  // built on the request's path
+        REQUIRE(first.status == Status::ok);
+        CHECK(first.stdout_data == own + "\n" + everything + "\n");
+        sandbox.prepare_slot(slot);
+        auto second = sandbox.run(spec);  // built ahead
+        REQUIRE(second.status == Status::ok);
+        CHECK(second.stdout_data == own + "\n" + everything + "\n");
+        CHECK(sandbox.prepared_stats().used >= 1);
+    }
+
+    // The supervising thread, as the daemon's slot threads pin themselves.
+    std::string pinned;
+    std::thread([&] {
+        if (sandbox.pin_current_thread(1)) pinned = cpu_list_of("/proc/thread-self/status");
+    }).join();
+    CHECK(pinned == std::to_string(cpus[1]));
 }
