@@ -238,6 +238,9 @@ void load_config_file(const std::filesystem::path& file, Config& config) {
         } else if (key == "keep_clean_network_namespaces") {
             if (!value.is_boolean()) at.fail("must be true or false");
             config.keep_clean_network_namespaces = value.get<bool>();
+        } else if (key == "pin_slots") {
+            if (!value.is_boolean()) at.fail("must be true or false");
+            config.pin_slots = value.get<bool>();
         } else {
             at.fail("unknown key");
         }

@@ -49,6 +49,9 @@ struct Config {
     // A slot's runs share a network namespace while none leaves a trace in it
     // (isolate::SandboxConfig::keep_clean_netns); false: a new one for every run.
     bool keep_clean_network_namespaces = true;
+    // Each slot's thread and its sandboxes' pid 1 share one CPU (isolate::SandboxConfig::
+    // pin_slots); the programs still get every CPU.
+    bool pin_slots = true;
 };
 
 // The built-in defaults: what an empty configuration file means.

@@ -20,11 +20,15 @@ void CancelToken::cancel() noexcept {
     [[maybe_unused]] auto written = ::write(event_.get(), &one, sizeof one);
 }
 
-Scheduler::Scheduler(unsigned slots, std::size_t queue_capacity, BetweenJobs between_jobs)
+Scheduler::Scheduler(unsigned slots, std::size_t queue_capacity, BetweenJobs between_jobs,
+                     SlotStarted slot_started)
     : queue_capacity_(queue_capacity), between_jobs_(std::move(between_jobs)), running_(slots) {
     threads_.reserve(slots);
     for (unsigned slot = 0; slot < slots; ++slot)
-        threads_.emplace_back([this, slot] { slot_loop(slot); });
+        threads_.emplace_back([this, slot, slot_started] {
+            if (slot_started) slot_started(slot);
+            slot_loop(slot);
+        });
 }
 
 Scheduler::~Scheduler() {

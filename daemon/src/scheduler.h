@@ -44,6 +44,8 @@ class Scheduler {
     // Runs on a slot thread after each job whenever nothing waits in the queue: the time
     // between requests, for work that would otherwise slow the next one down.
     using BetweenJobs = std::function<void(unsigned slot)>;
+    // Runs first thing on each slot thread, before any job.
+    using SlotStarted = std::function<void(unsigned slot)>;
 
     enum class Admission { accepted, busy, shutting_down };
 
@@ -56,7 +58,8 @@ class Scheduler {
         std::size_t queue_capacity = 0;
     };
 
-    Scheduler(unsigned slots, std::size_t queue_capacity, BetweenJobs between_jobs = {});
+    Scheduler(unsigned slots, std::size_t queue_capacity, BetweenJobs between_jobs = {},
+              SlotStarted slot_started = {});
     ~Scheduler();  // cancels everything and joins the slot threads
     Scheduler(const Scheduler&) = delete;
     Scheduler& operator=(const Scheduler&) = delete;

@@ -5,6 +5,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <cerrno>
+#include <cstring>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -168,6 +170,7 @@ int serve(const ServeOptions& options) {
         // Enough for every slot to start its next run without waiting, within reason.
         sandbox_config.prepared_netns = std::min(config.slots, 8u) + 1;
         sandbox_config.keep_clean_netns = config.keep_clean_network_namespaces;
+        sandbox_config.pin_slots = config.pin_slots;
         // Requests usually come in runs of the same language and limits: build each slot's
         // next sandbox while it waits (docs/performance.md).
         sandbox_config.prepare_ahead = true;
@@ -185,12 +188,22 @@ int serve(const ServeOptions& options) {
 
         asio::io_context io;
         PrepareFailureLog prepare_failures(log);
-        Scheduler scheduler(config.slots, config.queue_size, [&](unsigned slot) {
-            auto outcome = sandbox.prepare_slot(slot);
-            using Kind = isolate::Sandbox::PrepareOutcome::Kind;
-            if (outcome.kind == Kind::failed) prepare_failures.report(slot, outcome.error);
-            if (outcome.kind == Kind::built) prepare_failures.recovered();
-        });
+        Scheduler scheduler(
+            config.slots, config.queue_size,
+            [&](unsigned slot) {
+                auto outcome = sandbox.prepare_slot(slot);
+                using Kind = isolate::Sandbox::PrepareOutcome::Kind;
+                if (outcome.kind == Kind::failed) prepare_failures.report(slot, outcome.error);
+                if (outcome.kind == Kind::built) prepare_failures.recovered();
+            },
+            [&](unsigned slot) {
+                if (!sandbox.pin_current_thread(slot))
+                    log.write(LogLevel::warning, "pin_failed",
+                              LogFields()
+                                  .add("slot", slot)
+                                  .add("message",
+                                       std::string("sched_setaffinity: ") + std::strerror(errno)));
+            });
         CompileCache compile_cache(config.compile_cache_bytes);
         DaemonServices services{config, languages, sandbox, scheduler, compile_cache, log};
         Server server(io, services);

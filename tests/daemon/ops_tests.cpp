@@ -1,6 +1,7 @@
 // Every op of the protocol against the real daemon, and execute in each of its shapes.
 
 #include <doctest/doctest.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -375,6 +376,41 @@ TEST_CASE("a slot keeps its network namespace until a run uses the network" *
         CHECK(touched["run"]["stdout"].get<std::string>().find("refused") != std::string::npos);
         CHECK(netns() != first);
         CHECK(stats()["replaced"] == replaced + 1);
+    }
+}
+
+// pin_slots (on by default): a slot's pid 1 shares its slot thread's CPU, the first CPU the
+// daemon may use for slot 0, and the program still gets every CPU the daemon has.
+TEST_CASE("pin_slots puts a slot's pid 1 on one CPU and leaves the program every CPU" *
+          doctest::test_suite("vm")) {
+    cpu_set_t set;
+    REQUIRE(::sched_getaffinity(0, sizeof set, &set) == 0);
+    if (CPU_COUNT(&set) < 2) {
+        MESSAGE("one CPU: nothing is pinned, nothing to see");
+        return;
+    }
+    int first_cpu = 0;
+    while (!CPU_ISSET(first_cpu, &set)) ++first_cpu;
+    std::string everything;
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+        if (line.rfind("Cpus_allowed_list:\t", 0) == 0) everything = line.substr(19);
+    REQUIRE(!everything.empty());
+
+    for (bool pin : {true, false}) {
+        CAPTURE(pin);
+        DaemonOptions options;
+        options.slots = 1;
+        options.config["pin_slots"] = pin;
+        Daemon daemon(options);
+        Client client(daemon.socket());
+        for (int i = 0; i < 2; ++i) {  // on the request's path, then built ahead
+            Json reply = client.call(execute(
+                "bash", "grep -h Cpus_allowed_list /proc/1/status /proc/self/status | cut -f2"));
+            REQUIRE(reply["status"] == "ok");
+            const std::string init = pin ? std::to_string(first_cpu) : everything;
+            CHECK(reply["run"]["stdout"] == init + "\n" + everything + "\n");
+        }
     }
 }
 

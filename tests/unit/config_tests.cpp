@@ -48,6 +48,7 @@ TEST_CASE("the defaults are valid and match docs/configuration.md") {
     CHECK(config.run_limits.defaults.wall_time_ms == 5000);
     CHECK(config.run_limits.maxima.memory_bytes == 2048ull << 20);
     CHECK(config.compile_limits.defaults.cpu_time_ms == 20000);
+    CHECK(config.pin_slots);
 }
 
 TEST_CASE("keys overlay the defaults; sizes take units") {
@@ -75,6 +76,8 @@ TEST_CASE("mistakes are errors that name the key") {
           std::string::npos);
     CHECK(load_error(R"({"limits": {"defaults": {"wall_time_ms": 90000}}})")
               .find("limits.maxima.wall_time_ms") != std::string::npos);
+    CHECK(load_error(R"({"pin_slots": "yes"})").find("pin_slots: must be true or false") !=
+          std::string::npos);
     CHECK(load_error(R"({"uid_base": 0})").find("uid_base") != std::string::npos);
     CHECK(load_error(R"({"socket": "relative.sock"})").find("absolute") != std::string::npos);
     CHECK(load_error(R"({"cgroup_subtree": "../escape"})").find("cgroup_subtree") !=
