@@ -140,17 +140,19 @@ def execute_body(sock_path, request):
         client = Client(sock_path)
         runs = failed = 0
         lat = []
+        keys = []  # "peer pid:id", as the daemon logs each request, in the order of `lat`
         statuses = {}
         while runs < max_runs and now() < deadline:
             answer, ns = client.request(request)
             runs += 1
             lat.append(ns)
+            keys.append(f"{os.getpid()}:{client.next_id}")
             status = answer.get("status") if answer.get("ok") else answer.get("error", {}).get("code")
             if status != "ok":
                 failed += 1
                 statuses[str(status)] = statuses.get(str(status), 0) + 1
         client.close()
-        out = {"runs": runs, "failed": failed, "latencies_ns": lat}
+        out = {"runs": runs, "failed": failed, "latencies_ns": lat, "request_keys": keys}
         for key, count in statuses.items():
             out["status_" + key] = count
         return out
@@ -329,6 +331,7 @@ def main():
     # and wall_ms (the program, execve to exit); the difference is the sandbox's overhead.
     if args.daemon_log:
         totals, walls = [], []
+        logged = {}  # "peer pid:id" -> (total_ms, wall_ms)
         with open(args.daemon_log) as f:
             for line in f:
                 if "event=request" not in line or "language=bash" not in line:
@@ -337,6 +340,18 @@ def main():
                 if kv.get("status") == "ok" and "total_ms" in kv and "wall_ms" in kv:
                     totals.append(float(kv["total_ms"]))
                     walls.append(float(kv["wall_ms"]))
+                    logged[f"{kv.get('peer_pid')}:{kv.get('id')}"] = (totals[-1], walls[-1])
+        # The 1-client requests, each split three ways by the daemon's own account.
+        split = [(ms(ns), logged[key]) for ns, key in
+                 zip(lat_ns, lat.get("request_keys", [])) if key in logged]
+        if split:
+            # program: its wall (execve to exit); around it: the daemon's total minus that
+            # (parse, slot, sandbox hand-offs, answer); outside: end to end minus the total
+            # (client, socket, wake-ups).
+            row("1 client p50: program / around it / outside",
+                f"{statistics.median(w for _, (_, w) in split):.2f} /"
+                f" {statistics.median(t - w for _, (t, w) in split):.2f} /"
+                f" {statistics.median(e - t for e, (t, _) in split):.2f} ms ({len(split)} runs)")
         if totals:
             over = [t - w for t, w in zip(totals, walls)]
             row("daemon log, bash runs: total_ms p50 (p99)",
