@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -82,6 +83,13 @@ bool InitSpawner::supported() {
 #endif
 }
 
+bool pin_calling_thread(int cpu) noexcept {
+    cpu_set_t only;
+    CPU_ZERO(&only);
+    CPU_SET(static_cast<unsigned>(cpu), &only);
+    return ::sched_setaffinity(0, sizeof only, &only) == 0;
+}
+
 InitSpawner::InitSpawner(int cpu) : cpu_(cpu) {
     if (!supported()) throw SetupError("pid 1 cannot share the supervisor's memory here");
     // A task that dumps core takes every task sharing its memory with it; a non-dumpable
@@ -139,14 +147,9 @@ void InitSpawner::release() noexcept {
 }
 
 void InitSpawner::serve() {
-    if (cpu_ >= 0) {
-        cpu_set_t only;
-        CPU_ZERO(&only);
-        CPU_SET(static_cast<unsigned>(cpu_), &only);
-        // Only speed depends on it (SandboxConfig::pin_slots); the program's CPUs are set
-        // from the plan whatever pid 1 has.
-        (void)::sched_setaffinity(0, sizeof only, &only);
-    }
+    // Only speed depends on it (SandboxConfig::pin_slots): the program's CPUs are set from
+    // the plan, checked, whatever pid 1 has.
+    if (cpu_ >= 0) (void)pin_calling_thread(cpu_);
     std::unique_lock lock(mutex_);
     for (;;) {
         changed_.wait(lock, [this] { return stopping_ || pending_; });

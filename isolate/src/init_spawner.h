@@ -34,6 +34,9 @@
 
 namespace isolate {
 
+// Moves the calling thread onto `cpu` alone. False (errno set) if the kernel refused.
+bool pin_calling_thread(int cpu) noexcept;
+
 class InitSpawner {
   public:
     // Throws SetupError if the stacks or the thread cannot be made. With `cpu` >= 0 the

@@ -570,11 +570,7 @@ Sandbox::~Sandbox() = default;
 
 bool Sandbox::pin_current_thread(unsigned slot) const {
     const int cpu = state_->slot_cpu(slot);
-    if (cpu < 0) return true;
-    cpu_set_t only;
-    CPU_ZERO(&only);
-    CPU_SET(static_cast<unsigned>(cpu), &only);
-    return ::sched_setaffinity(0, sizeof only, &only) == 0;
+    return cpu < 0 || pin_calling_thread(cpu);
 }
 
 RunResult Sandbox::run(const RunSpec& spec) {

@@ -27,6 +27,15 @@ std::string manifest_version(const std::string& language) {
     return Json::parse(in)["version"].get<std::string>();
 }
 
+// One slot, so that every run goes through the same slot's sandboxes; `key` set in the
+// daemon's configuration file.
+DaemonOptions one_slot_with(const char* key, bool value) {
+    DaemonOptions options;
+    options.slots = 1;
+    options.config[key] = value;
+    return options;
+}
+
 }  // namespace
 
 TEST_CASE("ping echoes the id and reports the version") {
@@ -341,10 +350,7 @@ TEST_CASE("a slot keeps its network namespace until a run uses the network" *
     const std::string which = "n=$(ls -l /proc/$$/ns/net); echo \"${n##* }\"\n";
     for (bool keep : {true, false}) {
         CAPTURE(keep);
-        DaemonOptions options;
-        options.slots = 1;
-        options.config["keep_clean_network_namespaces"] = keep;
-        Daemon daemon(options);
+        Daemon daemon(one_slot_with("keep_clean_network_namespaces", keep));
         Client client(daemon.socket());
         auto stats = [&] { return client.call({{"op", "stats"}})["network_namespaces"]; };
         auto netns = [&] {
@@ -399,10 +405,7 @@ TEST_CASE("pin_slots puts a slot's pid 1 on one CPU and leaves the program every
 
     for (bool pin : {true, false}) {
         CAPTURE(pin);
-        DaemonOptions options;
-        options.slots = 1;
-        options.config["pin_slots"] = pin;
-        Daemon daemon(options);
+        Daemon daemon(one_slot_with("pin_slots", pin));
         Client client(daemon.socket());
         for (int i = 0; i < 2; ++i) {  // on the request's path, then built ahead
             Json reply = client.call(execute(

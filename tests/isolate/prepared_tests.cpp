@@ -23,17 +23,22 @@ namespace {
 
 constexpr unsigned kSlot = 3;
 
+// A sandbox that builds ahead as the daemon's does, in a cgroup subtree of its own.
+std::unique_ptr<isolate::Sandbox> preparing_sandbox(const std::string& name,
+                                                    isolate::SandboxConfig config) {
+    isolate::cgroup::BackendOptions options;
+    options.subtree = test::unique_cgroup_subtree(name);
+    options.force = test::forced_cgroup_backend();
+    config.prepare_ahead = true;
+    return std::make_unique<isolate::Sandbox>(config, isolate::cgroup::detect_backend(options));
+}
+
 struct PreparingSandbox {
     PreparingSandbox() {
-        isolate::cgroup::BackendOptions options;
-        options.subtree = test::unique_cgroup_subtree("prepared");
-        options.force = test::forced_cgroup_backend();
         isolate::SandboxConfig config;
         config.uid_base = 2'100'000;
         config.slots = 4;
-        config.prepare_ahead = true;
-        sandbox =
-            std::make_unique<isolate::Sandbox>(config, isolate::cgroup::detect_backend(options));
+        sandbox = preparing_sandbox("prepared", config);
     }
     uid_t host_uid() const { return sandbox->config().uid_base + kSlot; }
     std::unique_ptr<isolate::Sandbox> sandbox;
@@ -230,15 +235,12 @@ TEST_CASE("with pin_slots, pid 1 stays on its slot's CPU and the program gets ev
     const std::string everything = cpu_list_of("/proc/self/status");
     REQUIRE(!everything.empty());
 
-    isolate::cgroup::BackendOptions options;
-    options.subtree = test::unique_cgroup_subtree("pinned");
-    options.force = test::forced_cgroup_backend();
     isolate::SandboxConfig config;
     config.uid_base = 2'200'000;
     config.slots = 2;
-    config.prepare_ahead = true;
     config.pin_slots = true;
-    isolate::Sandbox sandbox(config, isolate::cgroup::detect_backend(options));
+    auto pinned_sandbox = preparing_sandbox("pinned", config);
+    isolate::Sandbox& sandbox = *pinned_sandbox;
 
     // What pid 1 and the program (grep, a child of the program's shell) may use.
     const std::string look = "grep -h Cpus_allowed_list /proc/1/status /proc/self/status | cut -f2";
