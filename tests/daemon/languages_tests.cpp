@@ -147,3 +147,16 @@ TEST_CASE("every language of the built rootfs: hello, stdin, exit code, compile 
         CHECK_MESSAGE(hog["status"] == "memory_limit", hog.dump().substr(0, 2000));
     }
 }
+
+TEST_CASE("the rootfs serves C.UTF-8 from the locale archive") {
+    if (!rootfs_dir()) {
+        MESSAGE("SBX_ROOTFS_DIR is not set: skipping the per-language rootfs tests");
+        return;
+    }
+    // Every language runs with LANG=C.UTF-8; from the archive each setlocale() is one open
+    // and one mapping instead of a dozen files (docs/performance.md, session 8).
+    Client client(rootfs_daemon().socket());
+    Json listed = run(client, "bash", "localedef --list-archive\nx=é\necho \"$LANG ${#x}\"");
+    CHECK_MESSAGE(listed["status"] == "ok", listed.dump().substr(0, 2000));
+    CHECK(listed["run"]["stdout"] == "C.utf8\nC.UTF-8 1\n");
+}
