@@ -181,6 +181,23 @@ def proc_times(pid):
     return (utime + stime) / tick, (cutime + cstime) / tick
 
 
+def busy_seconds():
+    """CPU time all CPUs spent busy so far (user, nice, system, irq, softirq), in seconds.
+    It includes the kernel's deferred work (kworkers, RCU callbacks) and the clients."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(workers, max_runs, seconds, body):
+    """in_workers(), plus the whole machine's busy CPU per completed run, in ms. Throughput
+    on a small machine is bound by it, so it explains the ratios between the loops."""
+    busy0 = busy_seconds()
+    result, elapsed = in_workers(workers, max_runs, seconds, body)
+    cpu_ms = (busy_seconds() - busy0) * 1e3 / result["runs"] if result["runs"] else float("nan")
+    return result, elapsed, cpu_ms
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -242,12 +259,12 @@ def main():
     runs_at_cpu0 = 5
 
     print("# measuring: bare fork+exec ...", file=sys.stderr)
-    bare, bare_s = in_workers(W, args.bare_runs, args.seconds, spawn_body(BARE))
+    bare, bare_s, bare_cpu = with_cpu(W, args.bare_runs, args.seconds, spawn_body(BARE))
     print("# measuring: bwrap ...", file=sys.stderr)
-    bw, bw_s = in_workers(W, args.bwrap_runs, args.seconds, spawn_body(BWRAP))
+    bw, bw_s, bw_cpu = with_cpu(W, args.bwrap_runs, args.seconds, spawn_body(BWRAP))
     print("# measuring: sandboxd throughput ...", file=sys.stderr)
-    sd, sd_s = in_workers(W, args.throughput_runs, args.seconds,
-                          execute_body(args.socket, TRIVIAL))
+    sd, sd_s, sd_cpu = with_cpu(W, args.throughput_runs, args.seconds,
+                                execute_body(args.socket, TRIVIAL))
     # The floor under the latency targets: the same bash with no sandbox, one at a time.
     print("# measuring: bare fork+exec, 1 worker ...", file=sys.stderr)
     bare1, _ = in_workers(1, args.latency_runs, args.seconds, spawn_body(BARE))
@@ -304,6 +321,9 @@ def main():
         f"{sd_rate:.0f} runs/s, mean {ms(statistics.mean(sd['latencies_ns'])):.2f} ms"
         f" ({sd['runs']} runs)", "bwrap", fmt_ratio(sd_rate / bw_rate), ">= 2x")
     row("", "", "bare", fmt_ratio(sd_rate / bare_rate), ">= 0.5x")
+    row("all CPUs' busy time per run: bare / bwrap / sandboxd",
+        f"{bare_cpu:.2f} / {bw_cpu:.2f} / {sd_cpu:.2f} ms", "bwrap",
+        fmt_ratio(bw_cpu / sd_cpu), "")
     row("sandboxd latency p50, 1 client", f"{ms(pct(lat_ns, 50)):.2f} ms ({lat['runs']} runs)",
         "", "", "<= 2 ms")
     row("sandboxd latency p99, 1 client", f"{ms(pct(lat_ns, 99)):.2f} ms"
