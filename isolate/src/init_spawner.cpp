@@ -178,10 +178,13 @@ void InitSpawner::serve() {
         lock.lock();
         busy_ = false;
         error_ = error;
-        // Wakes spawn() if the child never did: clone3 failed, or it died first thing.
-        std::uint64_t one = 1;
-        if (::write(started_.get(), &one, sizeof one) != sizeof one) std::abort();
-        started_.reset();
+        // Wakes spawn() if the child never did: clone3 failed, or it died first thing. If it
+        // did, spawn() has dropped our copy already.
+        if (started_) {
+            std::uint64_t one = 1;
+            if (::write(started_.get(), &one, sizeof one) != sizeof one) std::abort();
+            started_.reset();
+        }
         changed_.notify_all();
     }
 }
@@ -216,6 +219,10 @@ pid_t InitSpawner::spawn(clone_args args, int (*fn)(void*), void* arg, int start
         if (errno != EINTR) throw_errno("read pid 1's start");
     }
     std::lock_guard lock(mutex_);
+    // Someone wrote, so nobody needs waking any more. Closed here rather than when clone3
+    // returns at pid 1's exit, which is after the run has ended: the caller's descriptors
+    // are then all closed by the time a run returns.
+    started_.reset();
     // A child that died before it said so is still returned: the caller reaps it and fails.
     if (pid_ <= 0) throw_errno("clone3", error_ != 0 ? error_ : ECHILD);
     return pid_;

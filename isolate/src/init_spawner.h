@@ -82,7 +82,7 @@ class InitSpawner {
     bool pending_ = false;  // a request waits for the spawner thread
     bool busy_ = false;     // the spawner thread is in clone3 (pid 1 alive)
     int error_ = 0;         // clone3's (or setns's) errno; 0 while pid 1 runs
-    UniqueFd started_;      // the spawner's own copy of the caller's eventfd, for clone3's return
+    UniqueFd started_;      // the caller's eventfd, until the child or clone3's return wrote to it
     clone_args args_{};
     pid_t pid_ = 0;
     int (*fn_)(void*) = nullptr;
