@@ -99,6 +99,11 @@ std::unique_ptr<Netns> NetnsPool::take() {
     return netns;
 }
 
+std::size_t NetnsPool::ready() const {
+    std::lock_guard lock(mutex_);
+    return ready_.size();
+}
+
 // Runs on the filler thread only: Netns::create moves this thread, and only this thread,
 // into the new namespace and back.
 void NetnsPool::fill() {

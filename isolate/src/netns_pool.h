@@ -26,6 +26,7 @@
 
 #include <array>
 #include <condition_variable>
+#include <cstddef>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -79,6 +80,8 @@ class NetnsPool {
     // A new namespace, or null if none is ready (the caller makes its own then). Never
     // blocks on creation.
     std::unique_ptr<Netns> take();
+    // How many are made and waiting; the filler thread is idle once this reaches capacity.
+    std::size_t ready() const;
     // The namespace threads return to after entering a pooled one.
     int home() const { return home_.get(); }
 
@@ -87,7 +90,7 @@ class NetnsPool {
 
     const unsigned capacity_;
     UniqueFd home_;
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::condition_variable wake_;
     std::deque<std::unique_ptr<Netns>> ready_;
     bool stopping_ = false;

@@ -647,7 +647,8 @@ Sandbox::PreparedStats Sandbox::prepared_stats() const {
 }
 
 Sandbox::NetnsStats Sandbox::netns_stats() const {
-    return {state_->netns_kept.load(), state_->netns_replaced.load()};
+    return {state_->netns_kept.load(), state_->netns_replaced.load(),
+            state_->netns_pool ? state_->netns_pool->ready() : 0};
 }
 
 }  // namespace isolate

@@ -5,10 +5,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "isolate/support.h"
 
@@ -24,6 +28,40 @@ std::size_t count_entries(const fs::path& dir) {
          it.increment(ec))
         ++n;
     return n;
+}
+
+// "fd -> what it points to" for each of our descriptors, so a failed count names the one.
+std::vector<std::string> open_fds() {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (auto it = fs::directory_iterator("/proc/self/fd", ec);
+         !ec && it != fs::directory_iterator(); it.increment(ec)) {
+        std::error_code link_error;
+        const auto target = fs::read_symlink(it->path(), link_error);
+        out.push_back(it->path().filename().string() + " -> " +
+                      (link_error ? "?" : target.string()));
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+std::string only_in(const std::vector<std::string>& a, const std::vector<std::string>& b) {
+    std::vector<std::string> diff;
+    std::set_difference(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(diff));
+    std::string out;
+    for (const auto& entry : diff) out += "\n  " + entry;
+    return out;
+}
+
+// The pool's filler thread opens a namespace's descriptors one by one while it refills, so
+// descriptors are counted only once it is idle again. False if it never gets there.
+bool network_pool_filled() {
+    const auto wanted = test::sandbox().config().prepared_netns;
+    for (int i = 0; i < 1000; ++i) {
+        if (test::sandbox().netns_stats().ready >= wanted) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
 }
 
 std::size_t count_lines(const char* path) {
@@ -72,12 +110,16 @@ TEST_CASE(
     "behind" *
     doctest::test_suite("vm")) {
     // Warm up once so lazily created state (the rootfs, the filter, the network namespace the
-    // slot keeps while its runs leave it untouched) is not counted.
+    // slot keeps while its runs leave it untouched) is not counted. With the pool still empty
+    // the warm-up would make a namespace of its own, which a slot does not keep.
+    REQUIRE(network_pool_filled());
     auto warm_up = test::probe({"hello"});
     warm_up.slot = 3;
     REQUIRE(test::sandbox().run(warm_up).status == Status::ok);
+    REQUIRE(network_pool_filled());
     const auto netns_before = test::sandbox().netns_stats();
     std::size_t fds = count_entries("/proc/self/fd");
+    const auto fds_before = open_fds();
     std::size_t mounts = count_lines("/proc/self/mountinfo");
     std::size_t tmp = count_entries("/tmp");
     std::size_t var_tmp = count_entries("/var/tmp");
@@ -96,6 +138,10 @@ TEST_CASE(
     CHECK(failures == 0);
     // None of these runs touches the network, so the slot kept its namespace throughout.
     CHECK(test::sandbox().netns_stats().replaced == netns_before.replaced);
+    REQUIRE(network_pool_filled());
+    const auto fds_after = open_fds();
+    INFO("descriptors only before:", only_in(fds_before, fds_after));
+    INFO("descriptors only after:", only_in(fds_after, fds_before));
     CHECK(count_entries("/proc/self/fd") == fds);
     CHECK(count_lines("/proc/self/mountinfo") == mounts);
     // Other processes on the machine come and go in /tmp; a per-run leak would add one each.

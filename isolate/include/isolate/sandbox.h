@@ -75,6 +75,7 @@ class Sandbox {
     struct NetnsStats {
         std::uint64_t kept = 0;      // sandboxes that joined their slot's namespace again
         std::uint64_t replaced = 0;  // namespaces dropped because a run left a trace in them
+        std::uint64_t ready = 0;     // made ahead and waiting in the pool (prepared_netns at most)
     };
     NetnsStats netns_stats() const;
 
