@@ -51,10 +51,11 @@ struct ChildPlan {
     std::string rootfs;
     std::string proc_dir, proc_sys_dir, dev_dir, dev_shm_dir, tmp_dir, work_dir;
     std::vector<PlannedBind> binds;
-    std::vector<std::string> device_names;    // created in /dev, bound from the host's /dev
-    std::vector<std::string> device_targets;  // host paths below dev_dir
-    std::vector<std::string> device_sources;  // "/dev/null", ...
-    std::string dev_options, shm_options, tmp_options, work_options;
+    // What dev_dir must show: the /dev this process mounted there (dev_mounts.h), which the
+    // rootfs's recursive bind carries along.
+    dev_t dev_device = 0;
+    ino_t dev_inode = 0;
+    std::string shm_options, tmp_options, work_options;
 
     // Inside the new root.
     std::string workdir_inside;
@@ -98,12 +99,8 @@ enum class ChildStep : std::uint32_t {
     keep_capabilities,
     mount_proc,
     protect_proc_sys,
-    mount_dev,
-    create_device,
-    bind_device,
-    dev_symlink,
+    check_dev,
     mount_dev_shm,
-    remount_dev_readonly,
     mount_tmp,
     mount_workdir,
     pivot_root,

@@ -32,18 +32,10 @@ const char* to_string(ChildStep step) {
             return "mount /proc";
         case ChildStep::protect_proc_sys:
             return "make /proc/sys read-only";
-        case ChildStep::mount_dev:
-            return "mount /dev";
-        case ChildStep::create_device:
-            return "create a device node file";
-        case ChildStep::bind_device:
-            return "bind-mount a device";
-        case ChildStep::dev_symlink:
-            return "create a /dev symlink";
+        case ChildStep::check_dev:
+            return "find the sandbox's /dev in the rootfs";
         case ChildStep::mount_dev_shm:
             return "mount /dev/shm";
-        case ChildStep::remount_dev_readonly:
-            return "remount /dev read-only";
         case ChildStep::mount_tmp:
             return "mount /tmp";
         case ChildStep::mount_workdir:

@@ -1,5 +1,6 @@
-// The sandbox's filesystem: the rootfs read-only, fresh /proc, a minimal /dev, tmpfs for
-// /tmp and the working directory, then pivot_root so the host's tree is gone.
+// The sandbox's filesystem: the rootfs read-only (with the /dev this process mounted in it),
+// fresh /proc, tmpfs for /dev/shm, /tmp and the working directory, then pivot_root so the
+// host's tree is gone.
 
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -51,42 +52,17 @@ bool mount_tmpfs(const char* target, const std::string& options, ChildStep step,
     return true;
 }
 
-bool mount_dev(const ChildPlan& plan, ChildFailure& failure) noexcept {
-    if (::mount("tmpfs", plan.dev_dir.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC,
-                plan.dev_options.c_str()) != 0)
-        return fail(failure, ChildStep::mount_dev);
-    // Device nodes cannot be created in a user namespace; bind the host's instead. The bind
-    // keeps the host mount's own flags, so these nodes work although /dev is nodev.
-    for (std::size_t i = 0; i < plan.device_targets.size(); ++i) {
-        const char* target = plan.device_targets[i].c_str();
-        int fd = ::open(target, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0666);
-        if (fd < 0) return fail(failure, ChildStep::create_device, static_cast<int>(i));
-        ::close(fd);
-        if (::mount(plan.device_sources[i].c_str(), target, nullptr, MS_BIND, nullptr) != 0)
-            return fail(failure, ChildStep::bind_device, static_cast<int>(i));
+// /dev came with the rootfs's recursive bind (dev_mounts.h); only /dev/shm is per run. A
+// rootfs replaced since the supervisor looked would bring a bare /dev: refuse to run on it.
+bool mount_dev_shm(const ChildPlan& plan, ChildFailure& failure) noexcept {
+    struct stat dev {};
+    if (::stat(plan.dev_dir.c_str(), &dev) != 0) return fail(failure, ChildStep::check_dev);
+    if (dev.st_dev != plan.dev_device || dev.st_ino != plan.dev_inode) {
+        errno = ESTALE;
+        return fail(failure, ChildStep::check_dev);
     }
-    static constexpr const char* kLinks[][2] = {{"/proc/self/fd", "fd"},
-                                                {"/proc/self/fd/0", "stdin"},
-                                                {"/proc/self/fd/1", "stdout"},
-                                                {"/proc/self/fd/2", "stderr"}};
-    int dev_fd = ::open(plan.dev_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    if (dev_fd < 0) return fail(failure, ChildStep::dev_symlink);
-    for (const auto& link : kLinks) {
-        if (::symlinkat(link[0], dev_fd, link[1]) != 0) {
-            fail(failure, ChildStep::dev_symlink);
-            ::close(dev_fd);
-            return false;
-        }
-    }
-    bool shm_dir = ::mkdirat(dev_fd, "shm", 0755) == 0;
-    ::close(dev_fd);
-    if (!shm_dir) return fail(failure, ChildStep::mount_dev_shm);
-    if (!mount_tmpfs(plan.dev_shm_dir.c_str(), plan.shm_options, ChildStep::mount_dev_shm, failure))
-        return false;
-    if (::mount(nullptr, plan.dev_dir.c_str(), nullptr,
-                MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, nullptr) != 0)
-        return fail(failure, ChildStep::remount_dev_readonly);
-    return true;
+    return mount_tmpfs(plan.dev_shm_dir.c_str(), plan.shm_options, ChildStep::mount_dev_shm,
+                       failure);
 }
 
 }  // namespace
@@ -114,7 +90,7 @@ bool mount_sandbox_parts(const ChildPlan& plan, ChildFailure& failure) noexcept 
     if (!bind_readonly(plan.proc_sys_dir.c_str(), plan.proc_sys_dir.c_str(),
                        ChildStep::protect_proc_sys, ChildStep::protect_proc_sys, 0, failure))
         return false;
-    if (!mount_dev(plan, failure)) return false;
+    if (!mount_dev_shm(plan, failure)) return false;
     if (!mount_tmpfs(plan.tmp_dir.c_str(), plan.tmp_options, ChildStep::mount_tmp, failure))
         return false;
     if (!mount_tmpfs(plan.work_dir.c_str(), plan.work_options, ChildStep::mount_workdir, failure))

@@ -15,8 +15,6 @@ namespace isolate {
 namespace {
 
 constexpr const char* kDefaultPath = "/usr/local/bin:/usr/bin:/bin";
-constexpr const char* kDevices[] = {"null", "zero", "full", "random", "urandom"};
-
 // A relative path with no empty, "." or ".." component: it cannot leave the directory it is
 // resolved in. The kernel enforces the same again (RESOLVE_IN_ROOT) when the file is opened.
 void require_contained_path(const std::string& path, const char* what) {
@@ -111,12 +109,6 @@ ChildPlan make_sandbox_plan(const SandboxShape& shape, uid_t inside_id, int last
         plan.binds.push_back({source.string(), require_directory(plan.rootfs, bind.target)});
     }
 
-    for (const char* device : kDevices) {
-        plan.device_names.emplace_back(device);
-        plan.device_targets.push_back(plan.dev_dir + "/" + device);
-        plan.device_sources.push_back(std::string("/dev/") + device);
-    }
-    plan.dev_options = "size=65536,nr_inodes=64,mode=0755";
     plan.shm_options = tmpfs_options(shape.tmpfs_bytes, "1777");
     plan.tmp_options = tmpfs_options(shape.tmpfs_bytes, "1777");
     plan.work_options = tmpfs_options(shape.tmpfs_bytes, "0755");

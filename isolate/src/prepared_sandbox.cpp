@@ -19,6 +19,7 @@
 #include <string>
 
 #include "control.h"
+#include "dev_mounts.h"
 #include "init_spawner.h"
 #include "isolate/error.h"
 #include "netns_pool.h"
@@ -73,6 +74,9 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& 
                                  unsigned slot, const RunSpec* program, std::string run_name)
     : shape_(shape) {
     plan = make_sandbox_plan(shape, parts.config.inside_uid, parts.last_capability);
+    const DevMounts::Identity dev = DevMounts::instance().equip(plan.dev_dir);
+    plan.dev_device = dev.device;
+    plan.dev_inode = dev.inode;
     plan.program_cpus = parts.program_cpus;
     // A copy-on-write pid 1 sees only what the plan held at clone3.
     if (!program && !parts.init_spawner)

@@ -31,6 +31,7 @@
 
 #include "child_plan.h"
 #include "control.h"
+#include "dev_mounts.h"
 #include "init_spawner.h"
 #include "isolate/error.h"
 #include "isolate/seccomp.h"
@@ -557,6 +558,8 @@ Sandbox::Sandbox(SandboxConfig config, std::unique_ptr<cgroup::Backend> cgroups)
     // Writing to a sandbox's stdin after it exited must be EPIPE, not a dead supervisor.
     ::signal(SIGPIPE, SIG_IGN);
     ensure_standard_fds_open();
+    // Before any of our threads exist: it moves the whole process into a mount namespace.
+    DevMounts::instance();
     state_ = std::make_unique<SandboxState>();
     state_->last_capability = read_last_capability();
     state_->parallelism = std::max(1u, std::thread::hardware_concurrency());

@@ -6,6 +6,7 @@
 #include <sys/ipc.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -195,6 +196,61 @@ TEST_CASE("/dev holds only the harmless devices, and there is no /sys") {
     auto null =
         test::command({"/bin/sh", "-c", "echo hi > /dev/null && head -c 4 /dev/zero | wc -c"});
     CHECK(test::sandbox().run(null).stdout_data == "4\n");
+}
+
+TEST_CASE("no run can change /dev for the next run, or the host's device nodes") {
+    // Every run's /dev is the same mount (dev_mounts.h), so anything a run could change there
+    // would be a channel to the next. Modes, owners and times of everything in it:
+    auto fingerprint = [] {
+        auto result = test::sandbox().run(test::command(
+            {"/bin/sh", "-c",
+             "ls -A /dev && stat -c '%n %f %u %g %t:%T %X %Y %Z %x %y %z' /dev /dev/null "
+             "/dev/zero /dev/full /dev/random /dev/urandom /dev/fd /dev/stdin"}));
+        REQUIRE(result.status == Status::ok);
+        return result.stdout_data;
+    };
+    struct stat host_before {};
+    REQUIRE(::stat("/dev/null", &host_before) == 0);
+    const std::string before = fingerprint();
+
+    for (const char* device :
+         {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev"}) {
+        // Setting the times to "now" needs only write access, which 0666 nodes grant: a bind
+        // of the host's own /dev/null would let a run stamp it, and the next run read it.
+        CHECK_MESSAGE(test::sandbox().run(test::probe({"touch", device})).stdout_data == "EROFS\n",
+                      device);
+    }
+    auto meddle = test::sandbox().run(test::command(
+        {"/bin/sh", "-c",
+         "chmod 600 /dev/null; chown 1000 /dev/zero; rm -f /dev/full; mv /dev/random /dev/r; "
+         "ln -s /box /dev/link; mkdir /dev/dir; mknod /dev/mem c 1 1; touch /dev/new; "
+         "echo x > /dev/stdin.txt; ls -A /dev"}));
+    REQUIRE(meddle.status != Status::internal_error);
+
+    CHECK(fingerprint() == before);
+    struct stat host_after {};
+    REQUIRE(::stat("/dev/null", &host_after) == 0);
+    CHECK(host_after.st_mtim.tv_sec == host_before.st_mtim.tv_sec);
+    CHECK(host_after.st_mtim.tv_nsec == host_before.st_mtim.tv_nsec);
+    CHECK(host_after.st_ctim.tv_sec == host_before.st_ctim.tv_sec);
+    CHECK(host_after.st_ctim.tv_nsec == host_before.st_ctim.tv_nsec);
+}
+
+TEST_CASE("a rootfs replaced while the sandbox lives gets its /dev at its next run") {
+    test::TempRootfs root;
+    auto list_dev = [&] {
+        isolate::RunSpec spec = test::probe({"ls", "/dev"});
+        spec.rootfs = root.path();
+        auto result = test::sandbox().run(spec);
+        INFO(result.message);
+        REQUIRE(result.status == Status::ok);
+        return result.stdout_data;
+    };
+    const std::string first = list_dev();
+    CHECK(first.find("urandom\n") != std::string::npos);
+    // The old directory keeps its /dev; the new one has a bare dev/ until its first run.
+    root.replace(".old");
+    CHECK(list_dev() == first);
 }
 
 TEST_CASE("SysV IPC and /dev/shm are private") {

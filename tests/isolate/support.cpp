@@ -1,5 +1,6 @@
 #include "isolate/support.h"
 
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,42 +17,50 @@
 namespace fs = std::filesystem;
 
 namespace test {
-namespace {
 
-// Lives for the whole test binary; removes its directory at exit. Nothing is ever mounted
-// on the host side, so plain removal is safe.
-class HostRootfs {
-  public:
-    HostRootfs() {
-        char tmpl[] = "/var/tmp/sbx-test-rootfs-XXXXXX";
-        if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-        path_ = tmpl;
-        // The sandbox's uid has to traverse it.
-        fs::permissions(path_, fs::perms(0755));
-        for (const char* dir : {"usr", "etc", "proc", "dev", "tmp", "box", "probe"})
-            fs::create_directory(path_ / dir);
-        for (const char* link : {"bin", "lib", "lib64", "sbin"})
-            fs::create_symlink(std::string("usr/") + link, path_ / link);
-        std::ofstream(path_ / "etc/passwd") << "root:x:0:0:root:/root:/bin/sh\n"
-                                               "sandbox:x:1000:1000:sandbox:/box:/bin/sh\n";
-        std::ofstream(path_ / "etc/group") << "root:x:0:\nsandbox:x:1000:\n";
-    }
-    ~HostRootfs() {
+TempRootfs::TempRootfs() {
+    char tmpl[] = "/var/tmp/sbx-test-rootfs-XXXXXX";
+    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+    make();
+}
+
+void TempRootfs::make() {
+    const fs::path root = path_;
+    fs::create_directory(root);
+    // The sandbox's uid has to traverse it.
+    fs::permissions(root, fs::perms(0755));
+    for (const char* dir : {"usr", "etc", "proc", "dev", "tmp", "box", "probe"})
+        fs::create_directory(root / dir);
+    for (const char* link : {"bin", "lib", "lib64", "sbin"})
+        fs::create_symlink(std::string("usr/") + link, root / link);
+    std::ofstream(root / "etc/passwd") << "root:x:0:0:root:/root:/bin/sh\n"
+                                          "sandbox:x:1000:1000:sandbox:/box:/bin/sh\n";
+    std::ofstream(root / "etc/group") << "root:x:0:\nsandbox:x:1000:\n";
+}
+
+void TempRootfs::replace(const std::string& suffix) {
+    old_paths_.push_back(path_ + suffix);
+    fs::rename(path_, old_paths_.back());
+    make();
+}
+
+TempRootfs::~TempRootfs() {
+    old_paths_.push_back(path_);
+    for (const auto& path : old_paths_) {
+        // The sandboxes' /dev is mounted on dev/ in this process's own mount namespace only
+        // (dev_mounts.h); with it unmounted, plain removal is safe.
+        const std::string dev = path + "/dev";
+        while (::umount2(dev.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
+        }
         std::error_code ec;
-        fs::remove_all(path_, ec);
+        fs::remove_all(path, ec);
     }
-    const fs::path& path() const { return path_; }
-
-  private:
-    fs::path path_;
-};
-
-}  // namespace
+}
 
 const std::string& rootfs() {
-    static HostRootfs root;
-    static std::string path = root.path().string();
-    return path;
+    static TempRootfs root;
+    return root.path();
 }
 
 const std::string& cgroup_subtree() {

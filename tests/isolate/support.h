@@ -10,6 +10,26 @@
 
 namespace test {
 
+// A rootfs directory under /var/tmp with the mountpoints and symlinks the specs below need
+// (/usr and /probe are bound in per run). Removed, with the /dev mounted on it in this
+// process's mount namespace, when destroyed.
+class TempRootfs {
+  public:
+    TempRootfs();
+    ~TempRootfs();
+    TempRootfs(const TempRootfs&) = delete;
+    TempRootfs& operator=(const TempRootfs&) = delete;
+    const std::string& path() const { return path_; }
+    // Renames the directory to `path() + suffix` (removed too, when this is destroyed) and
+    // makes a new one in its place, like a rootfs rebuilt while the daemon runs.
+    void replace(const std::string& suffix);
+
+  private:
+    void make();
+    std::string path_;
+    std::vector<std::string> old_paths_;
+};
+
 // The rootfs directory: /usr, /bin, /lib... from the host, plus /probe with sbx-probe.
 const std::string& rootfs();
 isolate::Sandbox& sandbox();
