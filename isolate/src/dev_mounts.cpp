@@ -78,9 +78,11 @@ void enter_own_mount_namespace() {
         throw_errno(
             "unshare(CLONE_NEWNS) (the first isolate::Sandbox must be made before the "
             "process starts threads)");
-    entered = true;
+    // Until this succeeds, mounts made here could still propagate to the host: not entered,
+    // so every later call fails too (or gets it right) instead of mounting anything.
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0)
         throw_errno("make this process's mounts a slave of the host's");
+    entered = true;
 }
 
 DevMounts::DevMounts() {
