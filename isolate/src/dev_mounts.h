@@ -6,9 +6,12 @@
 // a run makes no /dev of its own (only its /dev/shm, a fresh tmpfs).
 //
 // Made by the host's root, so the nodes are real (a user namespace cannot mknod), owned by
-// an id no sandbox maps, and on a mount that is read-only before any sandbox copies it: the
-// kernel locks that flag in every sandbox's mount namespace. No run can change what the
-// next one finds there, not even a timestamp, unlike binds of the host's own /dev/null.
+// an id no sandbox maps, and on a mount that is read-only before any sandbox is given it:
+// the kernel locks that flag in every sandbox's copy. A sandbox that another slot clones
+// while one is being built copies it writable, but under a rootfs that sandbox does not
+// use, out of its reach after pivot_root; a sandbox of the same rootfs finds a /dev other
+// than the one equip() gave it and pid 1 refuses to run. No run can change what the next
+// one finds there, not even a timestamp, unlike binds of the host's own /dev/null.
 
 #include <sys/types.h>
 
