@@ -6,6 +6,7 @@
 #include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -169,6 +170,37 @@ struct TestBackend {
     std::unique_ptr<cg::Backend> backend =
         cg::detect_backend({.subtree = subtree, .force = test::forced_cgroup_backend()});
 };
+
+// The value of `key` in a flat-keyed control file (cpu.stat), or -1 if it has none.
+long long key_value(const stdfs::path& file, const std::string& key) {
+    std::istringstream in(read_text(file));
+    std::string k;
+    long long v = 0;
+    while (in >> k >> v)
+        if (k == key) return v;
+    return -1;
+}
+
+ino_t inode_of(const stdfs::path& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+// The directories below a subtree whose names start with "kept-" (v1's kept ones).
+std::vector<stdfs::path> kept_dirs(const std::vector<stdfs::path>& subtrees) {
+    std::vector<stdfs::path> kept;
+    for (const auto& dir : subtrees)
+        for (const auto& entry : stdfs::directory_iterator(dir))
+            if (entry.is_directory() && entry.path().filename().string().rfind("kept-", 0) == 0)
+                kept.push_back(entry.path());
+    return kept;
+}
+
+// Reaps every child and grandchild of this process (a subreaper) that has exited.
+void reap_exited() {
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+}
 
 // Becomes the reaper of orphaned grandchildren for as long as it lives, so a test can
 // reap the processes its children started.
@@ -461,7 +493,123 @@ TEST_CASE("cgroup destroying a run kills what is still inside") {
     child.release();
     run.reset();
     CHECK(killed_by_sigkill(child.wait()));
-    for (const auto& dir : subtree_dirs(t.subtree)) CHECK_FALSE(stdfs::exists(dir / "busy"));
+    const auto subtrees = subtree_dirs(t.subtree);
+    for (const auto& dir : subtrees) CHECK_FALSE(stdfs::exists(dir / "busy"));
+    // Only a run that ended empty hands its directories on.
+    CHECK(kept_dirs(subtrees).empty());
+}
+
+TEST_CASE("cgroup v1 hands a run's pids, cpuacct and cpu directories on with nothing of the run") {
+    TestBackend t;
+    const bool v1 = t.backend->name() == "v1";
+    const auto subtrees = subtree_dirs(t.subtree);
+    Subreaper subreaper;
+    auto a = t.backend->create("run-a", {.memory_bytes = 256 * kMiB, .max_tasks = 6, .cpus = 0.5});
+    // Run A leaves all it can: a detached CPU burner held back by its quota, and every one of
+    // its task slots taken.
+    Child child([] {
+        const pid_t detacher = ::fork();
+        if (detacher == 0) {
+            ::setsid();
+            const pid_t burner = ::fork();
+            if (burner == 0) {
+                volatile std::uint64_t sink = 0;
+                for (;;) sink = sink + 1;
+            }
+            ::_exit(burner > 0 ? 0 : 1);
+        }
+        // The burner exists before the slots are filled.
+        int detached = -1;
+        if (detacher < 0 || ::waitpid(detacher, &detached, 0) != detacher || detached != 0)
+            return 1;
+        while (true) {
+            const pid_t pid = ::fork();
+            if (pid == 0) {
+                for (;;) ::pause();
+            }
+            if (pid < 0) break;
+        }
+        for (;;) ::pause();
+        return 0;
+    });
+    a->attach(child.pid());
+    child.release();
+    const auto busy_by = std::chrono::steady_clock::now() + 5s;
+    while (a->cpu_usage_ns() < 200'000'000 && std::chrono::steady_clock::now() < busy_by)
+        std::this_thread::sleep_for(10ms);
+    REQUIRE(a->cpu_usage_ns() >= 200'000'000);
+
+    std::vector<std::pair<stdfs::path, ino_t>> handed_on;  // v1: outside memory, A's inodes
+    for (const auto& dir : subtrees) {
+        const auto d = dir / "run-a";
+        if (stdfs::exists(d / "pids.current")) CHECK(first_line(d / "pids.current") == "6");
+        if (stdfs::exists(d / "cpu.stat")) CHECK(key_value(d / "cpu.stat", "nr_throttled") > 0);
+        if (v1 && !stdfs::exists(d / "memory.limit_in_bytes"))
+            handed_on.emplace_back(dir, inode_of(d));
+    }
+    a->kill_all();
+    CHECK(killed_by_sigkill(child.wait()));
+    // The burner is this process's to reap now; a zombie would still count in pids.current.
+    std::this_thread::sleep_for(20ms);
+    reap_exited();
+    a.reset();
+    for (const auto& dir : subtrees) CHECK_FALSE(stdfs::exists(dir / "run-a"));
+    CHECK(kept_dirs(subtrees).size() == handed_on.size());
+
+    auto b = t.backend->create("run-b", {.memory_bytes = 256 * kMiB, .max_tasks = 5});
+    // On v1 B got A's directories outside memory (the same kernel objects), else this test
+    // would prove nothing about them.
+    for (const auto& [dir, inode] : handed_on) CHECK(inode_of(dir / "run-b") == inode);
+    CHECK(kept_dirs(subtrees).empty());
+    CHECK(b->cpu_usage_ns() == 0);
+    long long throttled_before = -1;
+    for (const auto& dir : subtrees) {
+        const auto d = dir / "run-b";
+        CHECK(first_line(d / "cgroup.procs").empty());
+        if (stdfs::exists(d / "pids.current")) {
+            CHECK(first_line(d / "pids.current") == "0");
+            CHECK(first_line(d / "pids.max") == "5");
+        }
+        if (stdfs::exists(d / "cpu.cfs_quota_us"))
+            CHECK(first_line(d / "cpu.cfs_quota_us") == "-1");
+        if (stdfs::exists(d / "cpu.max")) CHECK(first_line(d / "cpu.max").rfind("max ", 0) == 0);
+        if (stdfs::exists(d / "cpu.stat") && key_value(d / "cpu.stat", "nr_throttled") >= 0)
+            throttled_before = key_value(d / "cpu.stat", "nr_throttled");
+    }
+
+    // B counts its own CPU from zero, is never throttled, and has all of its task slots: the
+    // child is task 1 and forks until refused, like "pids limit 5" above.
+    Child spinner([] {
+        const double start = thread_cpu_ms();
+        volatile std::uint64_t sink = 0;
+        while (thread_cpu_ms() - start < 200) sink = sink + 1;
+        pid_t kids[16];
+        int n = 0;
+        while (n < 16) {
+            const pid_t pid = ::fork();
+            if (pid == 0) {
+                for (;;) ::pause();
+            }
+            if (pid < 0) break;
+            kids[n++] = pid;
+        }
+        for (int i = 0; i < n; ++i) {
+            ::kill(kids[i], SIGKILL);
+            ::waitpid(kids[i], nullptr, 0);
+        }
+        return n;
+    });
+    b->attach(spinner.pid());
+    spinner.release();
+    const int status = spinner.wait();
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 4);
+    const auto ns = b->cpu_usage_ns();
+    CHECK(ns >= 150'000'000);
+    CHECK(ns <= 400'000'000);
+    for (const auto& dir : subtrees)
+        if (throttled_before >= 0 && stdfs::exists(dir / "run-b" / "cpu.stat"))
+            CHECK(key_value(dir / "run-b" / "cpu.stat", "nr_throttled") == throttled_before);
 }
 
 TEST_CASE("cgroup a new backend removes what a crashed one left, processes included") {

@@ -92,6 +92,36 @@ TEST_CASE("a fork bomb is contained by max_processes and hurts nothing" *
     }
 }
 
+TEST_CASE("a run's task count, CPU quota and CPU time do not carry over to the next run" *
+          doctest::test_suite("vm")) {
+    // On v1 the next run takes this run's pids, cpuacct and cpu directories (the cgroup
+    // tests prove it is the same kernel objects); on v2 each run has a new cgroup.
+    auto bomb = test::probe({"forkbomb"});
+    bomb.slot = 2;
+    bomb.limits.max_processes = 8;
+    bomb.limits.cpus = 0.5;
+    bomb.limits.wall_time_ms = 700;
+    const auto bombed = test::sandbox().run(bomb);
+    CHECK((bombed.status == Status::wall_time_limit || bombed.status == Status::time_limit));
+    CHECK(bombed.cpu_time_ms >= 100);
+
+    // All of the next run's task slots are free: the probe and pid 1 take two.
+    auto count = test::probe({"forkcount"});
+    count.slot = 2;
+    count.limits.max_processes = 16;
+    const auto counted = test::sandbox().run(count);
+    CHECK(counted.status == Status::ok);
+    CHECK(counted.stdout_data == "forked 15\n");
+    // Its CPU time is its own, counted from zero, and no quota slows it: 300 ms of CPU at
+    // half a core would take 600 ms.
+    auto spin = test::probe({"spin", "300"});
+    spin.slot = 2;
+    const auto spun = test::sandbox().run(spin);
+    CHECK(spun.status == Status::ok);
+    CHECK(spun.cpu_time_ms >= 270);
+    CHECK(spun.cpu_time_ms <= 450);
+}
+
 TEST_CASE("a thread bomb is contained by max_processes" * doctest::test_suite("vm")) {
     auto spec = test::probe({"threadbomb"});
     spec.limits.max_processes = 20;

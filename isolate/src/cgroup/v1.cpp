@@ -27,6 +27,8 @@ constexpr ControllerSpec kControllers[] = {
     {"memory", true}, {"pids", true}, {"cpuacct", true}, {"cpu", false}};
 
 constexpr auto kTeardownBudget = 2000ms;
+// More than a daemon's slots ever leave at once (each holds at most two runs' directories).
+constexpr std::size_t kKeptCapacity = 16;
 constexpr auto kKillBudget = 100ms;
 
 bool contains(const std::vector<std::string>& v, std::string_view s) {
@@ -158,13 +160,100 @@ V1Locations locate_v1(const std::filesystem::path& cgroup_root) {
     return out;
 }
 
-V1RunCgroup::V1RunCgroup(std::shared_ptr<const V1Layout> layout, std::string name)
-    : layout_(std::move(layout)), name_(std::move(name)) {
-    dirs_.resize(layout_->hierarchies.size());
+V1KeptDirs::~V1KeptDirs() {
+    if (!layout) return;
+    for (std::size_t i = 0; i < dirs.size(); ++i) {
+        if (!dirs[i].valid()) continue;
+        const std::string name = dirs[i].path.filename();
+        if (::unlinkat(layout->hierarchies[i].subtree.fd.get(), name.c_str(), AT_REMOVEDIR) != 0 &&
+            errno != ENOENT)
+            std::fprintf(stderr, "sandboxd: cannot remove kept cgroup %s (v1): %s\n",
+                         dirs[i].path.c_str(), std::strerror(errno));
+    }
+}
+
+int V1KeptDirs::rename_to(const std::string& name, const V1Layout& layout) noexcept {
+    try {
+        std::vector<std::string> old_names(dirs.size());
+        for (std::size_t i = 0; i < dirs.size(); ++i) {
+            if (!dirs[i].valid()) continue;
+            const int parent = layout.hierarchies[i].subtree.fd.get();
+            old_names[i] = dirs[i].path.filename();
+            // cgroupfs never replaces an existing directory (EEXIST), so nothing is lost.
+            if (::renameat(parent, old_names[i].c_str(), parent, name.c_str()) == 0) {
+                dirs[i].path.replace_filename(name);
+                continue;
+            }
+            const int err = errno;
+            for (std::size_t j = 0; j < i; ++j) {
+                const int p = layout.hierarchies[j].subtree.fd.get();
+                // Where this fails too, dirs[j] keeps the new name, by which it is removed.
+                if (dirs[j].valid() && ::renameat(p, name.c_str(), p, old_names[j].c_str()) == 0)
+                    dirs[j].path.replace_filename(old_names[j]);
+            }
+            return err;
+        }
+        return 0;
+    } catch (...) {
+        return ENOMEM;
+    }
+}
+
+bool V1KeptDirs::surely_empty() const noexcept {
+    std::string content;
+    if (!pids_current || fs::try_pread_all(pids_current.get(), content) != 0 ||
+        fs::parse_u64(content) != 0)
+        return false;
+    Node node;
+    for (const auto& d : dirs) node.push_back(&d);
+    return node_surely_empty(node);
+}
+
+std::unique_ptr<V1KeptDirs> V1KeptPool::take() {
+    std::unique_ptr<V1KeptDirs> kept;
+    {
+        std::lock_guard lock(mutex_);
+        if (kept_.empty()) return nullptr;
+        kept = std::move(kept_.back());
+        kept_.pop_back();
+    }
+    return kept;
+}
+
+void V1KeptPool::put(std::unique_ptr<V1KeptDirs> kept) {
+    {
+        std::lock_guard lock(mutex_);
+        if (!closed_ && kept_.size() < capacity_) {
+            if (kept->rename_to("kept-" + std::to_string(serial_++), *kept->layout) == 0) {
+                kept_.push_back(std::move(kept));
+                return;
+            }
+        }
+    }
+    kept.reset();  // removed outside the lock
+}
+
+void V1KeptPool::close() {
+    std::vector<std::unique_ptr<V1KeptDirs>> kept;
+    {
+        std::lock_guard lock(mutex_);
+        closed_ = true;
+        kept.swap(kept_);
+    }
+}
+
+V1RunCgroup::V1RunCgroup(std::shared_ptr<const V1Layout> layout, std::shared_ptr<V1KeptPool> pool,
+                         std::string name)
+    : layout_(std::move(layout)),
+      pool_(std::move(pool)),
+      name_(std::move(name)),
+      own_(std::make_unique<V1KeptDirs>()) {
+    own_->dirs.resize(layout_->hierarchies.size());
+    own_->tasks.resize(layout_->hierarchies.size());
 }
 
 V1RunCgroup::~V1RunCgroup() {
-    if (remove_empty()) return;
+    if (keep_for_reuse() || remove_empty()) return;
     Node parents;
     for (const auto& h : layout_->hierarchies) parents.push_back(&h.subtree);
     fs::Backoff backoff(kTeardownBudget);
@@ -173,6 +262,16 @@ V1RunCgroup::~V1RunCgroup() {
                      (layout_->hierarchies.front().subtree.path / name_).c_str(),
                      std::strerror(err));
     }
+}
+
+bool V1RunCgroup::keep_for_reuse() noexcept {
+    if (!built_ || !pool_ || !own_->surely_empty()) return false;
+    const fs::Dir& memory_parent = layout_->hierarchies[layout_->memory].subtree;
+    if (::unlinkat(memory_parent.fd.get(), name_.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
+        return false;
+    own_->layout = layout_;
+    pool_->put(std::move(own_));
+    return true;
 }
 
 // The usual end of a run: pid 1 has been reaped, so its pid namespace and every task of the
@@ -189,40 +288,100 @@ bool V1RunCgroup::remove_empty() noexcept {
     return true;
 }
 
+void V1RunCgroup::make_dir(std::size_t i) {
+    const auto& h = layout_->hierarchies[i];
+    int made = fs::make_subdir(h.subtree, name_);
+    if (made == EEXIST) {
+        // Runs have unique names, so it was left by a crashed earlier run.
+        fs::Backoff backoff(kTeardownBudget);
+        if (const int err = destroy_node({&h.subtree}, name_, backoff); err != 0)
+            throw_errno("cannot remove stale cgroup " + (h.subtree.path / name_).string(), err);
+        made = fs::make_subdir(h.subtree, name_);
+    }
+    if (made != 0) throw_errno("mkdir " + (h.subtree.path / name_).string(), made);
+    int err = 0;
+    fs::Dir dir = fs::open_subdir(h.subtree, name_, &err);
+    if (!dir.valid()) throw_errno("open " + dir.path.string(), err);
+    if (h.has_cpuset) {
+        // A v1 cpuset cgroup with empty cpus/mems refuses tasks (ENOSPC).
+        for (const char* file : {"cpuset.cpus", "cpuset.mems"})
+            fs::write_file_at(dir, file, fs::read_file_at(h.subtree, file));
+    }
+    // Opened here, as root, for the sandbox's pid 1 to join with; the kernel checks the
+    // credentials of the opener.
+    UniqueFd tasks = fs::open_file_at(dir.fd.get(), "tasks", O_WRONLY);
+    if (!tasks) {
+        const int e = errno;
+        throw_errno("open " + (dir.path / "tasks").string(), e);
+    }
+    if (static_cast<int>(i) == layout_->memory) {
+        memory_dir_ = std::move(dir);
+        memory_tasks_ = std::move(tasks);
+    } else {
+        own_->dirs[i] = std::move(dir);
+        own_->tasks[i] = std::move(tasks);
+    }
+}
+
+bool V1RunCgroup::reuse_kept() {
+    if (!pool_) return false;
+    std::unique_ptr<V1KeptDirs> kept = pool_->take();
+    // If a directory of this name is in the way (a crashed run's), they are let go, and ours
+    // are made the usual way, which removes it.
+    if (!kept || kept->rename_to(name_, *layout_) != 0) return false;
+    kept->layout.reset();
+    own_ = std::move(kept);
+    return true;
+}
+
+const fs::Dir& V1RunCgroup::dir(int hierarchy) const {
+    return hierarchy == layout_->memory ? memory_dir_
+                                        : own_->dirs[static_cast<std::size_t>(hierarchy)];
+}
+
 void V1RunCgroup::build(const CgroupLimits& limits) {
     const auto& hs = layout_->hierarchies;
-    for (std::size_t i = 0; i < hs.size(); ++i) {
-        int made = fs::make_subdir(hs[i].subtree, name_);
-        if (made == EEXIST) {
-            // Runs have unique names, so it was left by a crashed earlier run.
-            fs::Backoff backoff(kTeardownBudget);
-            if (const int err = destroy_node({&hs[i].subtree}, name_, backoff); err != 0)
-                throw_errno("cannot remove stale cgroup " + (hs[i].subtree.path / name_).string(),
-                            err);
-            made = fs::make_subdir(hs[i].subtree, name_);
+    const bool reused = reuse_kept();
+    for (std::size_t i = 0; i < hs.size(); ++i)
+        if (!reused || static_cast<int>(i) == layout_->memory) make_dir(i);
+
+    auto open_file = [](const fs::Dir& dir, const char* file, int flags) {
+        UniqueFd fd = fs::open_file_at(dir.fd.get(), file, flags);
+        if (!fd) {
+            const int err = errno;
+            throw_errno("open " + (dir.path / file).string(), err);
         }
-        if (made != 0) throw_errno("mkdir " + (hs[i].subtree.path / name_).string(), made);
-        int err = 0;
-        dirs_[i] = fs::open_subdir(hs[i].subtree, name_, &err);
-        if (!dirs_[i].valid()) throw_errno("open " + dirs_[i].path.string(), err);
-        if (hs[i].has_cpuset) {
-            // A v1 cpuset cgroup with empty cpus/mems refuses tasks (ENOSPC).
-            for (const char* file : {"cpuset.cpus", "cpuset.mems"})
-                fs::write_file_at(dirs_[i], file, fs::read_file_at(hs[i].subtree, file));
+        return fd;
+    };
+    auto write_fd = [](int fd, const fs::Dir& dir, const char* file, const std::string& value) {
+        if (::pwrite(fd, value.data(), value.size(), 0) != static_cast<ssize_t>(value.size())) {
+            const int err = errno;
+            throw_errno("cannot write \"" + value + "\" to " + (dir.path / file).string(), err);
         }
+    };
+    const fs::Dir& pids = dir(layout_->pids);
+    const fs::Dir& cpuacct = dir(layout_->cpuacct);
+    if (reused) {
+        // The kept directories' figures start again from zero, and their limits are this
+        // run's (see V1KeptDirs).
+        write_fd(own_->cpuacct_usage.get(), cpuacct, "cpuacct.usage", "0");
+        write_fd(own_->pids_max.get(), pids, "pids.max", limit_string(limits.max_tasks));
+    } else {
+        own_->cpuacct_usage = open_file(cpuacct, "cpuacct.usage", O_RDWR);
+        own_->pids_current = open_file(pids, "pids.current", O_RDONLY);
+        own_->pids_max = open_file(pids, "pids.max", O_WRONLY);
+        if (limits.max_tasks > 0)
+            write_fd(own_->pids_max.get(), pids, "pids.max", limit_string(limits.max_tasks));
     }
 
-    const fs::Dir& memory = dirs_[layout_->memory];
     if (limits.memory_bytes > 0) {
         const auto bytes = std::to_string(limits.memory_bytes);
-        fs::write_file_at(memory, "memory.limit_in_bytes", bytes);
+        fs::write_file_at(memory_dir_, "memory.limit_in_bytes", bytes);
         // memsw must not be below memory, so it comes second; it exists only with swap
         // accounting, and without it there is no way to keep a run off swap.
-        if (layout_->has_memsw) fs::write_file_at(memory, "memory.memsw.limit_in_bytes", bytes);
+        if (layout_->has_memsw)
+            fs::write_file_at(memory_dir_, "memory.memsw.limit_in_bytes", bytes);
     }
-
-    if (limits.max_tasks > 0)
-        fs::write_file_at(dirs_[layout_->pids], "pids.max", limit_string(limits.max_tasks));
 
     if (limits.cpus > 0) {
         if (layout_->cpu < 0)
@@ -231,57 +390,53 @@ void V1RunCgroup::build(const CgroupLimits& limits) {
                 "not mounted");
         const double cpus = std::min(limits.cpus, 1e6);
         const long long quota = std::max(1000LL, std::llround(cpus * 100000));
-        const fs::Dir& cpu = dirs_[layout_->cpu];
+        const fs::Dir& cpu = dir(layout_->cpu);
+        // Written even when a kept directory has this quota already: the write also refills
+        // the bandwidth and lifts a throttle the last run left.
+        own_->quota_set = true;
         fs::write_file_at(cpu, "cpu.cfs_period_us", "100000");
         fs::write_file_at(cpu, "cpu.cfs_quota_us", std::to_string(quota));
+    } else if (reused && own_->quota_set) {
+        fs::write_file_at(dir(layout_->cpu), "cpu.cfs_quota_us", "-1");
+        own_->quota_set = false;
     }
 
-    auto open_ro = [](const fs::Dir& dir, const char* file) {
-        UniqueFd fd = fs::open_file_at(dir.fd.get(), file, O_RDONLY);
-        if (!fd) {
-            const int err = errno;
-            throw_errno("open " + (dir.path / file).string(), err);
-        }
-        return fd;
-    };
-    // Opened here, as root, for the sandbox's pid 1 to join with; the kernel checks the
-    // credentials of the opener.
-    for (std::size_t i = 0; i < dirs_.size(); ++i) {
-        UniqueFd fd = fs::open_file_at(dirs_[i].fd.get(), "tasks", O_WRONLY);
-        if (!fd) {
-            const int err = errno;
-            throw_errno("open " + (dirs_[i].path / "tasks").string(), err);
-        }
-        tasks_.push_back(std::move(fd));
-    }
-    cpuacct_usage_ = open_ro(dirs_[layout_->cpuacct], "cpuacct.usage");
-    memory_max_usage_ = open_ro(memory, "memory.max_usage_in_bytes");
-    oom_control_ = open_ro(memory, "memory.oom_control");
+    memory_max_usage_ = open_file(memory_dir_, "memory.max_usage_in_bytes", O_RDONLY);
+    oom_control_ = open_file(memory_dir_, "memory.oom_control", O_RDONLY);
     // oom_kill_disable and swappiness are inherited from the subtree, where the backend set
     // them. Checked anyway: with oom_kill_disable set, a run over its limit would hang instead
     // of being killed.
     std::string oom_control;
     if (const int err = fs::try_pread_all(oom_control_.get(), oom_control); err != 0)
-        throw_errno("read " + (memory.path / "memory.oom_control").string(), err);
+        throw_errno("read " + (memory_dir_.path / "memory.oom_control").string(), err);
     if (fs::find_key_u64(oom_control, "oom_kill_disable").value_or(0) != 0)
-        fs::write_file_at(memory, "memory.oom_control", "0");
+        fs::write_file_at(memory_dir_, "memory.oom_control", "0");
+    built_ = true;
+}
+
+Node V1RunCgroup::node() const {
+    Node n;
+    for (std::size_t i = 0; i < layout_->hierarchies.size(); ++i)
+        n.push_back(&dir(static_cast<int>(i)));
+    return n;
 }
 
 void V1RunCgroup::attach(pid_t pid) {
     const auto value = std::to_string(pid);
-    for (const auto& dir : dirs_) fs::write_file_at(dir, "cgroup.procs", value);
+    for (const fs::Dir* d : node()) fs::write_file_at(*d, "cgroup.procs", value);
 }
 
 std::vector<int> V1RunCgroup::self_join_fds() const {
-    std::vector<int> fds;
-    for (const auto& fd : tasks_) fds.push_back(fd.get());
+    std::vector<int> fds{memory_tasks_.get()};
+    for (const auto& fd : own_->tasks)
+        if (fd) fds.push_back(fd.get());
     return fds;
 }
 
 std::uint64_t V1RunCgroup::cpu_usage_ns() const {
     std::string content;
-    if (const int err = fs::try_pread_all(cpuacct_usage_.get(), content); err != 0)
-        throw_errno("read " + (dirs_[layout_->cpuacct].path / "cpuacct.usage").string(), err);
+    if (const int err = fs::try_pread_all(own_->cpuacct_usage.get(), content); err != 0)
+        throw_errno("read " + (dir(layout_->cpuacct).path / "cpuacct.usage").string(), err);
     return fs::parse_u64(content).value_or(0);
 }
 
@@ -289,22 +444,19 @@ Usage V1RunCgroup::usage() const {
     Usage u;
     u.cpu_ns = cpu_usage_ns();
     std::string content;
-    const fs::Dir& memory = dirs_[layout_->memory];
     if (const int err = fs::try_pread_all(memory_max_usage_.get(), content); err != 0)
-        throw_errno("read " + (memory.path / "memory.max_usage_in_bytes").string(), err);
+        throw_errno("read " + (memory_dir_.path / "memory.max_usage_in_bytes").string(), err);
     u.memory_peak_bytes = fs::parse_u64(content).value_or(0);
     if (const int err = fs::try_pread_all(oom_control_.get(), content); err != 0)
-        throw_errno("read " + (memory.path / "memory.oom_control").string(), err);
+        throw_errno("read " + (memory_dir_.path / "memory.oom_control").string(), err);
     u.oom_kills = fs::find_key_u64(content, "oom_kill").value_or(0);
     return u;
 }
 
 void V1RunCgroup::kill_all() noexcept {
     try {
-        Node node;
-        for (const auto& d : dirs_) node.push_back(&d);
         fs::Backoff backoff(kKillBudget);
-        kill_until_empty(node, backoff);
+        kill_until_empty(node(), backoff);
     } catch (...) {
     }
 }
@@ -349,6 +501,12 @@ V1Backend::V1Backend(const std::string& subtree, const V1Locations& locations)
             .value_or(0) != 0)
         fs::write_file_at(memory, "memory.oom_control", "0");
 
+    // Kept directories must hold no memory controller (V1KeptDirs), and their counters must
+    // not live in the memory cgroup made anew for each run.
+    const auto& memory_controllers =
+        layout_->hierarchies[static_cast<std::size_t>(layout_->memory)].controllers;
+    if (memory_controllers.size() == 1) kept_pool_ = std::make_shared<V1KeptPool>(kKeptCapacity);
+
     // Whatever is below our subtree now was left by an earlier instance that died without
     // cleaning up; its processes are ours to kill.
     Node parents;
@@ -367,6 +525,7 @@ V1Backend::V1Backend(const std::string& subtree, const V1Locations& locations)
 }
 
 V1Backend::~V1Backend() {
+    if (kept_pool_) kept_pool_->close();
     // Only an empty subtree goes away; runs still alive keep theirs (EBUSY is fine).
     for (const auto& own : own_dirs_) ::unlinkat(own.fd.get(), subtree_.c_str(), AT_REMOVEDIR);
 }
@@ -374,7 +533,7 @@ V1Backend::~V1Backend() {
 std::unique_ptr<RunCgroup> V1Backend::create(const std::string& run_name,
                                              const CgroupLimits& limits) {
     fs::check_name(run_name, "run name");
-    auto run = std::make_unique<V1RunCgroup>(layout_, run_name);
+    auto run = std::make_unique<V1RunCgroup>(layout_, kept_pool_, run_name);
     run->build(limits);
     return run;
 }
