@@ -66,7 +66,8 @@ json prepared_stats(const isolate::Sandbox& sandbox) {
 
 json netns_stats(const isolate::Sandbox& sandbox) {
     auto stats = sandbox.netns_stats();
-    return {{"kept", stats.kept}, {"replaced", stats.replaced}};
+    return {
+        {"kept", stats.kept}, {"replaced", stats.replaced}, {"kept_no_inet", stats.kept_no_inet}};
 }
 
 json stats_body(const DaemonServices& services, std::size_t connections) {
