@@ -147,7 +147,8 @@ bool is_inet_socket_report(int number, std::uint32_t audit_arch, std::uint64_t a
                        [&](std::uint32_t family) { return (arg0 & kIntMask) == family; });
 }
 
-std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy& policy) {
+std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy& policy,
+                                                            bool report_inet_sockets) {
     reject_ambiguous_rules(policy);
 
     const std::uint32_t default_action = to_scmp_action(policy.default_action, "default action");
@@ -212,7 +213,7 @@ std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy&
         check(rc, "seccomp_rule_add(" + describe(rule, i) + ")");
     }
 
-    const bool reports_inet_sockets = can_report_inet_sockets(policy);
+    const bool reports_inet_sockets = report_inet_sockets && can_report_inet_sockets(policy);
     if (reports_inet_sockets) {
         for (const std::uint32_t family : kInetFamilies)
             check(seccomp_rule_add(ctx.get(), SCMP_ACT_NOTIFY, SCMP_SYS(socket), 1,

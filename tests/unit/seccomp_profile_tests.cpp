@@ -495,6 +495,7 @@ TEST_CASE("SeccompFilter::compile") {
     }
     SUBCASE("inet sockets are reported only where no rule of the policy could overlap") {
         CHECK(SeccompFilter::compile(default_policy())->reports_inet_sockets());
+        CHECK_FALSE(SeccompFilter::compile(default_policy(), false)->reports_inet_sockets());
         auto reports = [](SeccompPolicy policy) {
             return SeccompFilter::compile(policy)->reports_inet_sockets();
         };
