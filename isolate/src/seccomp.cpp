@@ -142,7 +142,8 @@ bool can_report_inet_sockets(const SeccompPolicy& policy) {
 }  // namespace
 
 bool is_inet_socket_report(int number, std::uint32_t audit_arch, std::uint64_t arg0) {
-    return number == __NR_socket && audit_arch == AUDIT_ARCH_X86_64 &&
+    // The filter holds the native arch only (libseccomp's tokens are the AUDIT_ARCH values).
+    return number == __NR_socket && audit_arch == seccomp_arch_native() &&
            std::any_of(std::begin(kInetFamilies), std::end(kInetFamilies),
                        [&](std::uint32_t family) { return (arg0 & kIntMask) == family; });
 }
