@@ -66,8 +66,7 @@ json prepared_stats(const isolate::Sandbox& sandbox) {
 
 json netns_stats(const isolate::Sandbox& sandbox) {
     auto stats = sandbox.netns_stats();
-    return {
-        {"kept", stats.kept}, {"replaced", stats.replaced}, {"kept_no_inet", stats.kept_no_inet}};
+    return {{"kept", stats.kept}, {"replaced", stats.replaced}};
 }
 
 json stats_body(const DaemonServices& services, std::size_t connections) {

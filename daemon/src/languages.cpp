@@ -159,10 +159,8 @@ Language load_language(
     auto& filter = filters[language.seccomp_profile];
     if (!filter) {
         try {
-            // Reporting inet sockets only serves namespaces kept from run to run.
             filter = isolate::SeccompFilter::compile(
-                load_seccomp_profile(config.seccomp_dir / (language.seccomp_profile + ".json")),
-                config.keep_clean_network_namespaces);
+                load_seccomp_profile(config.seccomp_dir / (language.seccomp_profile + ".json")));
         } catch (const std::exception& error) {
             filters.erase(language.seccomp_profile);
             fail("seccomp profile \"" + language.seccomp_profile + "\": " + error.what());

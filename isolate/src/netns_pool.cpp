@@ -64,10 +64,10 @@ std::unique_ptr<Netns> Netns::create(int home) {
     return made;
 }
 
-bool Netns::unchanged(bool inet_used) const {
+bool Netns::unchanged() const {
     std::string now;
     for (const View& view : views_) {
-        if (!view.fd || (view.inet_only && !inet_used)) continue;
+        if (!view.fd) continue;
         if (cgroup::fs::try_pread_all(view.fd.get(), now) != 0 || now != view.when_new)
             return false;
     }

@@ -28,7 +28,6 @@
 #include <optional>
 #include <set>
 #include <thread>
-#include <utility>
 
 #include "child_plan.h"
 #include "control.h"
@@ -58,10 +57,6 @@ Clock::time_point from_monotonic_ns(std::int64_t ns) {
     return Clock::time_point(
         std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(ns)));
 }
-
-// From linux/seccomp.h of Linux 6.6, newer than Debian 12's headers.
-constexpr unsigned long kNotifSetFlags = SECCOMP_IOW(4, __u64);
-constexpr unsigned long kNotifSyncWakeUp = 1;
 
 UniqueFd make_timer() {
     UniqueFd fd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
@@ -129,11 +124,6 @@ class Supervisor {
           process_(box.process) {}
 
     RunResult run();
-    // True when the run cannot have made an inet socket: its filter reports every one and
-    // none was reported (a call the supervisor did not let through never ran).
-    bool made_no_inet_socket() const {
-        return plan_.seccomp && plan_.seccomp->reports_inet_sockets() && !inet_socket_made_;
-    }
 
   private:
     void start();
@@ -168,7 +158,6 @@ class Supervisor {
     bool exited_seen_ = false;
     bool init_dead_ = false;
     bool done_seen_ = false;
-    bool inet_socket_made_ = false;
     std::uint64_t cpu_baseline_ns_ = 0;         // setup's CPU, charged to the cgroup before execve
     std::uint64_t init_cpu_after_fork_ns_ = 0;  // pid 1's own, reported when it is done
     Clock::time_point wall_start_, wall_end_;
@@ -301,9 +290,6 @@ void Supervisor::handle_control() {
                     break;
                 }
                 listener_ = std::move(passed);
-                // Linux 6.6+: a reporting task hands its CPU straight to this thread, which
-                // saves a wake-up per reported socket; older kernels refuse, which is fine.
-                ::ioctl(listener_.get(), kNotifSetFlags, kNotifSyncWakeUp);
                 on_exec(*message);
                 break;
             case ControlType::error: {
@@ -373,21 +359,6 @@ void Supervisor::handle_listener() {
     if (::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_RECV, &notification) != 0) {
         // ENOENT: the caller died meanwhile. Anything else (POLLHUP: no task left) ends it.
         if (errno != ENOENT && errno != EINTR) listener_.reset();
-        return;
-    }
-    if (plan_.seccomp->reports_inet_sockets() &&
-        is_inet_socket_report(notification.data.nr, notification.data.arch,
-                              notification.data.args[0])) {
-        // Not a blocked call: noted for the network namespace's next check, then let through.
-        inet_socket_made_ = true;
-        seccomp_notif_resp response;
-        std::memset(&response, 0, sizeof response);
-        response.id = notification.id;
-        response.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-        // ENOENT: the caller died meanwhile. Otherwise, without the listener, the call fails
-        // with ENOSYS rather than hang.
-        if (::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_SEND, &response) != 0 && errno != ENOENT)
-            listener_.reset();
         return;
     }
     if (!facts_.blocked_syscall)
@@ -506,10 +477,6 @@ struct SlotSandboxes {
     // The network namespace the slot's sandboxes join, kept from run to run for as long as
     // no run leaves a trace in it (netns_pool.h). Null: the next sandbox takes a new one.
     std::unique_ptr<Netns> netns;
-    // Whether a run since the namespace was last checked may have made an inet socket, so
-    // its IP, TCP and UDP figures must be read too. Set before each run, and cleared after
-    // it only if the run is known to have made none.
-    bool netns_inet_used = false;
 };
 
 struct SandboxState {
@@ -517,7 +484,7 @@ struct SandboxState {
     std::set<unsigned> busy_slots;
     std::atomic<std::uint64_t> run_counter{0};
     std::atomic<std::uint64_t> prepared_used{0}, prepared_discarded{0}, prepared_failed{0};
-    std::atomic<std::uint64_t> netns_kept{0}, netns_replaced{0}, netns_kept_no_inet{0};
+    std::atomic<std::uint64_t> netns_kept{0}, netns_replaced{0};
     int last_capability = 0;
     unsigned parallelism = 1;
     std::unique_ptr<NetnsPool> netns_pool;
@@ -543,11 +510,9 @@ struct SandboxState {
     // Call only while none of the slot's sandboxes is alive, so nothing can change it after
     // the look.
     int next_netns(const SandboxConfig& config, SlotSandboxes& slot) {
-        const bool inet_used = std::exchange(slot.netns_inet_used, false);
         if (slot.netns) {
-            if (config.keep_clean_netns && slot.netns->unchanged(inet_used)) {
+            if (config.keep_clean_netns && slot.netns->unchanged()) {
                 netns_kept.fetch_add(1);
-                if (!inet_used) netns_kept_no_inet.fetch_add(1);
                 return slot.netns->fd();
             }
             if (config.keep_clean_netns) netns_replaced.fetch_add(1);
@@ -633,11 +598,7 @@ RunResult Sandbox::run(const RunSpec& spec) {
                                                     shape, spec.slot, &spec,
                                                     state_->next_run_name(spec.slot));
         }
-        const bool inet_used_before = slot.netns_inet_used;
-        slot.netns_inet_used = true;  // until the run is known to have made no inet socket
-        Supervisor supervisor(config_, *box, spec, std::max(1u, parallelism));
-        RunResult result = supervisor.run();
-        if (supervisor.made_no_inet_socket()) slot.netns_inet_used = inet_used_before;
+        RunResult result = Supervisor(config_, *box, spec, std::max(1u, parallelism)).run();
         if (config_.prepare_ahead) {
             slot.finished = std::move(box);
             if (slot.first_since_prepare) slot.expected_shape = shape;
@@ -690,8 +651,7 @@ Sandbox::PreparedStats Sandbox::prepared_stats() const {
 
 Sandbox::NetnsStats Sandbox::netns_stats() const {
     return {state_->netns_kept.load(), state_->netns_replaced.load(),
-            state_->netns_pool ? state_->netns_pool->ready() : 0,
-            state_->netns_kept_no_inet.load()};
+            state_->netns_pool ? state_->netns_pool->ready() : 0};
 }
 
 }  // namespace isolate

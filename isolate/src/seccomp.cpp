@@ -3,17 +3,13 @@
 #include <linux/audit.h>
 #include <seccomp.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <iterator>
 #include <map>
 #include <memory>
 #include <string>
@@ -113,43 +109,9 @@ std::string resolve(std::uint32_t scmp_arch, int number) {
     return std::string(name);
 }
 
-// The families whose sockets can move a network namespace's IP, TCP and UDP counters (and
-// hold IPv6 flow labels). Packet sockets would too, but need CAP_NET_RAW over the
-// namespace, which no sandbox has.
-constexpr std::uint32_t kInetFamilies[] = {AF_INET, AF_INET6};
-// The kernel reads socket()'s domain as an int, so only the low 32 bits count.
-constexpr std::uint64_t kIntMask = 0xffffffff;
-
-// The reporting rules may be added only where they cannot overlap a rule of the policy:
-// libseccomp would have to choose between two actions for one call. So every rule of the
-// policy for `socket` must compare the domain, as an int, with another family.
-bool can_report_inet_sockets(const SeccompPolicy& policy) {
-    if (policy.default_action.kind != SeccompAction::Kind::allow) return false;
-    for (const SeccompRule& rule : policy.rules) {
-        if (rule.syscall != "socket") continue;
-        const bool disjoint = std::any_of(
-            rule.conditions.begin(), rule.conditions.end(), [](const SeccompArgCondition& c) {
-                return c.arg == 0 && c.op == SeccompArgCondition::Op::masked_eq &&
-                       c.mask == kIntMask &&
-                       std::none_of(std::begin(kInetFamilies), std::end(kInetFamilies),
-                                    [&](std::uint32_t family) { return c.value == family; });
-            });
-        if (!disjoint) return false;
-    }
-    return true;
-}
-
 }  // namespace
 
-bool is_inet_socket_report(int number, std::uint32_t audit_arch, std::uint64_t arg0) {
-    // The filter holds the native arch only (libseccomp's tokens are the AUDIT_ARCH values).
-    return number == __NR_socket && audit_arch == seccomp_arch_native() &&
-           std::any_of(std::begin(kInetFamilies), std::end(kInetFamilies),
-                       [&](std::uint32_t family) { return (arg0 & kIntMask) == family; });
-}
-
-std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy& policy,
-                                                            bool report_inet_sockets) {
+std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy& policy) {
     reject_ambiguous_rules(policy);
 
     const std::uint32_t default_action = to_scmp_action(policy.default_action, "default action");
@@ -214,14 +176,6 @@ std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy&
         check(rc, "seccomp_rule_add(" + describe(rule, i) + ")");
     }
 
-    const bool reports_inet_sockets = report_inet_sockets && can_report_inet_sockets(policy);
-    if (reports_inet_sockets) {
-        for (const std::uint32_t family : kInetFamilies)
-            check(seccomp_rule_add(ctx.get(), SCMP_ACT_NOTIFY, SCMP_SYS(socket), 1,
-                                   SCMP_A0(SCMP_CMP_MASKED_EQ, kIntMask, family)),
-                  "seccomp_rule_add(socket, report inet sockets)");
-    }
-
     // libseccomp 2.5 exports only to a file descriptor; a memfd keeps it off the filesystem.
     UniqueFd memfd(memfd_create("sandboxd-seccomp-bpf", MFD_CLOEXEC));
     if (!memfd) throw SetupError(std::string("seccomp: memfd_create: ") + std::strerror(errno));
@@ -240,7 +194,6 @@ std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy&
                          " instructions, the kernel allows " + std::to_string(BPF_MAXINSNS));
 
     auto filter = std::make_shared<SeccompFilter>();
-    filter->reports_inet_sockets_ = reports_inet_sockets;
     filter->instructions_.resize(size / sizeof(sock_filter));
     auto* out = reinterpret_cast<char*>(filter->instructions_.data());
     std::size_t done = 0;

@@ -17,7 +17,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -493,42 +492,6 @@ TEST_CASE("SeccompFilter::compile") {
                         {"mount", {SeccompAction::Kind::kill, 0}, {}}};  // no-op, skipped
         CHECK(SeccompFilter::compile(policy)->instruction_count() > 0);
     }
-    SUBCASE("inet sockets are reported only where no rule of the policy could overlap") {
-        CHECK(SeccompFilter::compile(default_policy())->reports_inet_sockets());
-        CHECK_FALSE(SeccompFilter::compile(default_policy(), false)->reports_inet_sockets());
-        auto reports = [](SeccompPolicy policy) {
-            return SeccompFilter::compile(policy)->reports_inet_sockets();
-        };
-        auto socket_rule = [](SeccompArgCondition::Op op, unsigned arg, std::uint64_t value) {
-            return SeccompRule{
-                "socket", {SeccompAction::Kind::errno_, EPERM}, {{op, arg, value, 0xffffffff}}};
-        };
-        using Op = SeccompArgCondition::Op;
-        SeccompPolicy policy;
-        CHECK(reports(policy));
-        policy.rules = {socket_rule(Op::masked_eq, 0, AF_VSOCK)};
-        CHECK(reports(policy));
-        policy.rules = {socket_rule(Op::masked_eq, 0, AF_INET)};
-        CHECK_FALSE(reports(policy));
-        policy.rules = {socket_rule(Op::masked_eq, 0, AF_INET6)};
-        CHECK_FALSE(reports(policy));
-        policy.rules = {socket_rule(Op::eq, 0, AF_VSOCK)};  // 64-bit: overlaps in the kernel's int
-        CHECK_FALSE(reports(policy));
-        policy.rules = {socket_rule(Op::masked_eq, 1, SOCK_RAW)};
-        CHECK_FALSE(reports(policy));
-        policy.rules = {{"socket", {SeccompAction::Kind::kill, 0}, {}}};
-        CHECK_FALSE(reports(policy));
-        policy.rules = {};
-        policy.default_action = {SeccompAction::Kind::errno_, EPERM};
-        CHECK_FALSE(reports(policy));
-
-        CHECK(isolate::is_inet_socket_report(SYS_socket, AUDIT_ARCH_X86_64, AF_INET));
-        CHECK(isolate::is_inet_socket_report(SYS_socket, AUDIT_ARCH_X86_64,
-                                             0xffffffff'00000000 | AF_INET6));
-        CHECK_FALSE(isolate::is_inet_socket_report(SYS_socket, AUDIT_ARCH_X86_64, AF_UNIX));
-        CHECK_FALSE(isolate::is_inet_socket_report(SYS_socket, AUDIT_ARCH_I386, AF_INET));
-        CHECK_FALSE(isolate::is_inet_socket_report(SYS_socketpair, AUDIT_ARCH_X86_64, AF_INET));
-    }
     SUBCASE("policies libseccomp would misread are refused") {
         SeccompPolicy policy;
         policy.rules = {{"ioctl", {SeccompAction::Kind::kill, 0}, {}},
@@ -597,45 +560,6 @@ class Child {
 };
 
 // Runs in the forked child: only async-signal-safe calls, exit codes instead of checks.
-// One byte and room for one descriptor, as send_fd and receive_fd exchange them.
-struct FdMessage {
-    char byte = 0;
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-
-    FdMessage() {
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-    }
-    FdMessage(const FdMessage&) = delete;
-    FdMessage& operator=(const FdMessage&) = delete;
-};
-
-// Passes `fd` over a unix socket with SCM_RIGHTS; async-signal-safe, for a forked child.
-bool send_fd(int sock, int fd) {
-    FdMessage m;
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&m.msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-    return sendmsg(sock, &m.msg, 0) == 1;
-}
-
-// The descriptor send_fd passed, or an invalid one.
-isolate::UniqueFd receive_fd(int sock) {
-    FdMessage m;
-    if (recvmsg(sock, &m.msg, MSG_CMSG_CLOEXEC) != 1) return {};
-    const cmsghdr* cmsg = CMSG_FIRSTHDR(&m.msg);
-    if (cmsg == nullptr || cmsg->cmsg_type != SCM_RIGHTS) return {};
-    int fd = -1;
-    std::memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
-    return isolate::UniqueFd(fd);
-}
-
 void install_in_child(const SeccompFilter& filter, unsigned flags, int& listener) {
     // SIGSYS dumps core by default; the test does not want core files.
     const rlimit no_core{0, 0};
@@ -653,91 +577,72 @@ std::string describe_status(int status) {
     return "status " + std::to_string(status);
 }
 
-// A forked child under `filter` whose listener this process holds, as the supervisor does.
-// `body` runs in the child after the hand-over and must end in _exit.
-class ListenedChild {
-  public:
-    template <typename Body>
-    ListenedChild(const SeccompFilter& filter, Body body) {
-        int sv[2];
-        REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-        isolate::UniqueFd parent_end(sv[0]), child_end(sv[1]);
-        const pid_t pid = fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            int listener = -1;
-            install_in_child(filter, SECCOMP_FILTER_FLAG_NEW_LISTENER, listener);
-            if (!send_fd(sv[1], listener)) _exit(12);
-            close(listener);
-            body();
-        }
-        child_.emplace(pid);
-        child_end.reset();
-        listener_ = receive_fd(parent_end.get());
-        if (!listener_) FAIL("child sent no listener: " << describe_status(child_->wait()));
-    }
-
-    pid_t pid() const { return child_->pid(); }
-    int listener() const { return listener_.get(); }
-    int wait() { return child_->wait(); }
-    // The next notification, within 10 s.
-    seccomp_notif next() {
-        pollfd pfd{listener_.get(), POLLIN, 0};
-        REQUIRE_MESSAGE(poll(&pfd, 1, 10'000) == 1, "no notification within 10 s");
-        seccomp_notif notif{};  // the kernel insists on a zeroed buffer
-        REQUIRE(ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_RECV, &notif) == 0);
-        return notif;
-    }
-
-  private:
-    std::optional<Child> child_;
-    isolate::UniqueFd listener_;
-};
-
 }  // namespace
 
 TEST_CASE("kernel: a blocked syscall reaches the supervisor as a notification") {
     const auto filter = SeccompFilter::compile(default_policy());
-    ListenedChild child(*filter, [] {
+    int sv[2];
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    isolate::UniqueFd parent_end(sv[0]), child_end(sv[1]);
+
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        int listener = -1;
+        install_in_child(*filter, SECCOMP_FILTER_FLAG_NEW_LISTENER, listener);
+        char byte = 0;
+        iovec iov{&byte, 1};
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        std::memcpy(CMSG_DATA(cmsg), &listener, sizeof(int));
+        if (sendmsg(sv[1], &msg, 0) != 1) _exit(12);
         // Allowed calls must go through; had either been blocked, the parent would see its
         // notification instead of unshare's.
         if (syscall(SYS_personality, 0xffffffffUL) < 0) _exit(13);
         if (syscall(SYS_getpid) <= 0) _exit(14);
         syscall(SYS_unshare, 0);  // blocks until the parent kills us
         _exit(15);
-    });
-    const seccomp_notif notif = child.next();
-    CHECK(notif.pid == static_cast<__u32>(child.pid()));
+    }
+    Child child(pid);
+    child_end.reset();
+
+    char byte = 0;
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    const ssize_t n = recvmsg(parent_end.get(), &msg, MSG_CMSG_CLOEXEC);
+    if (n != 1) FAIL("child sent no listener: " << describe_status(child.wait()));
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    REQUIRE(cmsg != nullptr);
+    REQUIRE(cmsg->cmsg_type == SCM_RIGHTS);
+    int fd = -1;
+    std::memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
+    isolate::UniqueFd listener(fd);
+
+    pollfd pfd{listener.get(), POLLIN, 0};
+    REQUIRE_MESSAGE(poll(&pfd, 1, 10'000) == 1, "no notification within 10 s");
+    seccomp_notif notif{};  // the kernel insists on a zeroed buffer
+    REQUIRE(ioctl(listener.get(), SECCOMP_IOCTL_NOTIF_RECV, &notif) == 0);
+    CHECK(notif.pid == static_cast<__u32>(pid));
     CHECK(notif.data.arch == AUDIT_ARCH_X86_64);
     CHECK(isolate::syscall_name(notif.data.nr) == "unshare");
     CHECK(isolate::syscall_name(notif.data.nr, notif.data.arch) == "unshare");
 
-    ::kill(child.pid(), SIGKILL);
+    ::kill(pid, SIGKILL);
     const int status = child.wait();
     CHECK_MESSAGE((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL), describe_status(status));
-}
-
-TEST_CASE("kernel: an inet socket is reported, and made once it is let through") {
-    const auto filter = SeccompFilter::compile(default_policy());
-    REQUIRE(filter->reports_inet_sockets());
-    ListenedChild child(*filter, [] {
-        // A unix socket is not reported: had it been, the parent would see it first.
-        if (syscall(SYS_socket, AF_UNIX, SOCK_DGRAM, 0) < 0) _exit(13);
-        // High bits in the domain do not hide it (the kernel reads an int).
-        if (syscall(SYS_socket, 0xffffffff'00000000 | AF_INET6, SOCK_DGRAM, 0) < 0) _exit(14);
-        _exit(0);
-    });
-    const seccomp_notif notif = child.next();
-    CHECK(isolate::syscall_name(notif.data.nr, notif.data.arch) == "socket");
-    CHECK((notif.data.args[0] & 0xffffffff) == AF_INET6);
-    CHECK(isolate::is_inet_socket_report(static_cast<int>(notif.data.nr), notif.data.arch,
-                                         notif.data.args[0]));
-    seccomp_notif_resp response{};
-    response.id = notif.id;
-    response.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-    REQUIRE(ioctl(child.listener(), SECCOMP_IOCTL_NOTIF_SEND, &response) == 0);
-    const int status = child.wait();
-    CHECK_MESSAGE((WIFEXITED(status) && WEXITSTATUS(status) == 0), describe_status(status));
 }
 
 namespace {

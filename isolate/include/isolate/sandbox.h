@@ -76,9 +76,6 @@ class Sandbox {
         std::uint64_t kept = 0;      // sandboxes that joined their slot's namespace again
         std::uint64_t replaced = 0;  // namespaces dropped because a run left a trace in them
         std::uint64_t ready = 0;     // made ahead and waiting in the pool (prepared_netns at most)
-        // Of `kept`, those after runs that made no inet socket, where only lo's counters and
-        // the unix sockets were read (netns_pool.h).
-        std::uint64_t kept_no_inet = 0;
     };
     NetnsStats netns_stats() const;
 
