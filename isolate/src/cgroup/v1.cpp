@@ -162,13 +162,18 @@ V1Locations locate_v1(const std::filesystem::path& cgroup_root) {
 
 V1KeptDirs::~V1KeptDirs() {
     if (!layout) return;
-    for (std::size_t i = 0; i < dirs.size(); ++i) {
-        if (!dirs[i].valid()) continue;
-        const std::string name = dirs[i].path.filename();
-        if (::unlinkat(layout->hierarchies[i].subtree.fd.get(), name.c_str(), AT_REMOVEDIR) != 0 &&
-            errno != ENOENT)
-            std::fprintf(stderr, "sandboxd: cannot remove kept cgroup %s (v1): %s\n",
-                         dirs[i].path.c_str(), std::strerror(errno));
+    try {
+        for (std::size_t i = 0; i < dirs.size(); ++i) {
+            if (!dirs[i].valid()) continue;
+            // Empty by the time they were kept, so a plain rmdir is all there is to do.
+            const int parent = layout->hierarchies[i].subtree.fd.get();
+            if (::unlinkat(parent, dirs[i].path.filename().c_str(), AT_REMOVEDIR) != 0 &&
+                errno != ENOENT)
+                std::fprintf(stderr, "sandboxd: cannot remove kept cgroup %s (v1): %s\n",
+                             dirs[i].path.c_str(), std::strerror(errno));
+        }
+    } catch (...) {
+        // Out of memory for a name: what is left is removed as stale at the next start.
     }
 }
 
@@ -270,7 +275,11 @@ bool V1RunCgroup::keep_for_reuse() noexcept {
     if (::unlinkat(memory_parent.fd.get(), name_.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
         return false;
     own_->layout = layout_;
-    pool_->put(std::move(own_));
+    try {
+        pool_->put(std::move(own_));
+    } catch (...) {
+        // put() gave them up on the way out (removed with their V1KeptDirs).
+    }
     return true;
 }
 

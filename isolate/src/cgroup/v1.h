@@ -85,7 +85,7 @@ struct V1KeptDirs {
 // The kept directories waiting for a run; shared by the backend and its runs.
 class V1KeptPool {
   public:
-    explicit V1KeptPool(std::size_t capacity) : capacity_(capacity) {}
+    explicit V1KeptPool(std::size_t capacity) : capacity_(capacity) { kept_.reserve(capacity); }
     std::unique_ptr<V1KeptDirs> take();
     // Keeps `kept` under a name of its own (kept-<n>), or removes it when the pool is full
     // or closed, or the rename fails.
