@@ -165,6 +165,37 @@ double thread_cpu_ms() {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+// Burns `ms` of this thread's CPU.
+void spin_cpu_ms(double ms) {
+    const double start = thread_cpu_ms();
+    volatile std::uint64_t sink = 0;
+    while (thread_cpu_ms() - start < ms) sink = sink + 1;
+}
+
+// For a child that is its cgroup's task 1: forks until the kernel says no, cleans up after
+// itself, and returns the number of forks that worked (200 + errno if the failure was odd).
+int fork_until_refused() {
+    pid_t kids[16];
+    int n = 0;
+    int err = 0;
+    while (n < 16) {
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            for (;;) ::pause();
+        }
+        if (pid < 0) {
+            err = errno;
+            break;
+        }
+        kids[n++] = pid;
+    }
+    for (int i = 0; i < n; ++i) {
+        ::kill(kids[i], SIGKILL);
+        ::waitpid(kids[i], nullptr, 0);
+    }
+    return err == EAGAIN ? n : 200 + err;
+}
+
 struct TestBackend {
     std::string subtree = unique_subtree();
     std::unique_ptr<cg::Backend> backend =
@@ -298,9 +329,7 @@ TEST_CASE("cgroup cpu_usage_ns of a 200 ms spin is between 150 and 400 ms") {
     auto run = t.backend->create("spin", {.memory_bytes = 256 * kMiB, .max_tasks = 8});
     CHECK(run->cpu_usage_ns() == 0);
     Child child([] {
-        const double start = thread_cpu_ms();
-        volatile std::uint64_t sink = 0;
-        while (thread_cpu_ms() - start < 200) sink = sink + 1;
+        spin_cpu_ms(200);
         return 0;
     });
     run->attach(child.pid());
@@ -358,29 +387,7 @@ TEST_CASE("cgroup memory peak of a 16 MiB touch under a 64 MiB limit is reported
 TEST_CASE("cgroup pids limit 5 makes the 6th task's fork fail") {
     TestBackend t;
     auto run = t.backend->create("pids", {.memory_bytes = 256 * kMiB, .max_tasks = 5});
-    // The child is task 1; it forks until the kernel says no, then cleans up after itself
-    // and exits with the number of forks that worked (200 + errno if the failure was odd).
-    Child child([] {
-        pid_t kids[16];
-        int n = 0;
-        int err = 0;
-        while (n < 16) {
-            const pid_t pid = ::fork();
-            if (pid == 0) {
-                for (;;) ::pause();
-            }
-            if (pid < 0) {
-                err = errno;
-                break;
-            }
-            kids[n++] = pid;
-        }
-        for (int i = 0; i < n; ++i) {
-            ::kill(kids[i], SIGKILL);
-            ::waitpid(kids[i], nullptr, 0);
-        }
-        return err == EAGAIN ? n : 200 + err;
-    });
+    Child child([] { return fork_until_refused(); });
     run->attach(child.pid());
     child.release();
     const int status = child.wait();
@@ -580,24 +587,8 @@ TEST_CASE("cgroup v1 hands a run's pids, cpuacct and cpu directories on with not
     // B counts its own CPU from zero, is never throttled, and has all of its task slots: the
     // child is task 1 and forks until refused, like "pids limit 5" above.
     Child spinner([] {
-        const double start = thread_cpu_ms();
-        volatile std::uint64_t sink = 0;
-        while (thread_cpu_ms() - start < 200) sink = sink + 1;
-        pid_t kids[16];
-        int n = 0;
-        while (n < 16) {
-            const pid_t pid = ::fork();
-            if (pid == 0) {
-                for (;;) ::pause();
-            }
-            if (pid < 0) break;
-            kids[n++] = pid;
-        }
-        for (int i = 0; i < n; ++i) {
-            ::kill(kids[i], SIGKILL);
-            ::waitpid(kids[i], nullptr, 0);
-        }
-        return n;
+        spin_cpu_ms(200);
+        return fork_until_refused();
     });
     b->attach(spinner.pid());
     spinner.release();

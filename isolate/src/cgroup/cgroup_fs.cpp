@@ -127,6 +127,15 @@ UniqueFd open_file_at(int dirfd, const char* name, int flags) noexcept {
     return UniqueFd(::openat(dirfd, name, flags | O_CLOEXEC));
 }
 
+UniqueFd open_file(const Dir& dir, const char* name, int flags) {
+    UniqueFd fd = open_file_at(dir.fd.get(), name, flags);
+    if (!fd) {
+        const int err = errno;
+        throw_errno("open " + (dir.path / name).string(), err);
+    }
+    return fd;
+}
+
 int try_pread_all(int fd, std::string& out) {
     out.clear();
     char buf[4096];
@@ -156,22 +165,40 @@ std::string read_file_at(const Dir& dir, const char* name) {
     return out;
 }
 
-int try_write_file_at(int dirfd, const char* name, std::string_view value) noexcept {
-    UniqueFd fd = open_file_at(dirfd, name, O_WRONLY);
-    if (!fd) return errno;
-    // cgroupfs parses each write(2) as one complete value, so never split it.
+namespace {
+
+// cgroupfs parses each write(2) as one complete value, so never split it.
+int try_pwrite_value(int fd, std::string_view value) noexcept {
     while (true) {
-        const ssize_t n = ::write(fd.get(), value.data(), value.size());
+        const ssize_t n = ::pwrite(fd, value.data(), value.size(), 0);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return errno;
         return static_cast<std::size_t>(n) == value.size() ? 0 : EIO;
     }
 }
 
+[[noreturn]] void throw_write_error(const Dir& dir, const char* name, std::string_view value,
+                                    int err) {
+    throw_errno("cannot write \"" + std::string(value) + "\" to " + (dir.path / name).string(),
+                err);
+}
+
+}  // namespace
+
+int try_write_file_at(int dirfd, const char* name, std::string_view value) noexcept {
+    UniqueFd fd = open_file_at(dirfd, name, O_WRONLY);
+    if (!fd) return errno;
+    return try_pwrite_value(fd.get(), value);
+}
+
 void write_file_at(const Dir& dir, const char* name, std::string_view value) {
     if (const int err = try_write_file_at(dir.fd.get(), name, value); err != 0)
-        throw_errno("cannot write \"" + std::string(value) + "\" to " + (dir.path / name).string(),
-                    err);
+        throw_write_error(dir, name, value, err);
+}
+
+void write_open_file(int fd, const Dir& dir, const char* name, std::string_view value) {
+    if (const int err = try_pwrite_value(fd, value); err != 0)
+        throw_write_error(dir, name, value, err);
 }
 
 std::optional<std::uint64_t> parse_u64(std::string_view text) {

@@ -39,6 +39,8 @@ std::vector<std::string> list_subdirs(const Dir& dir);
 bool exists_at(int dirfd, const char* name) noexcept;
 // Opens a control file for repeated pread()s. Returns an invalid fd if it cannot be opened.
 UniqueFd open_file_at(int dirfd, const char* name, int flags) noexcept;
+// Throwing variant: SetupError("open <path>/<name>: <strerror>").
+UniqueFd open_file(const Dir& dir, const char* name, int flags);
 
 // Reads a whole file from offset 0. Return 0 or the errno.
 int try_pread_all(int fd, std::string& out);
@@ -50,6 +52,9 @@ std::string read_file_at(const Dir& dir, const char* name);
 int try_write_file_at(int dirfd, const char* name, std::string_view value) noexcept;
 // SetupError("cannot write "<value>" to <path>/<name>: <strerror>").
 void write_file_at(const Dir& dir, const char* name, std::string_view value);
+// The same through a control file kept open (`name`, in `dir`, is for the message), at
+// offset 0: one pwrite(2).
+void write_open_file(int fd, const Dir& dir, const char* name, std::string_view value);
 
 std::optional<std::uint64_t> parse_u64(std::string_view text);
 // The value of `key` in a flat-keyed file ("key value" lines: cpu.stat, memory.events,

@@ -318,11 +318,7 @@ void V1RunCgroup::make_dir(std::size_t i) {
     }
     // Opened here, as root, for the sandbox's pid 1 to join with; the kernel checks the
     // credentials of the opener.
-    UniqueFd tasks = fs::open_file_at(dir.fd.get(), "tasks", O_WRONLY);
-    if (!tasks) {
-        const int e = errno;
-        throw_errno("open " + (dir.path / "tasks").string(), e);
-    }
+    UniqueFd tasks = fs::open_file(dir, "tasks", O_WRONLY);
     if (static_cast<int>(i) == layout_->memory) {
         memory_dir_ = std::move(dir);
         memory_tasks_ = std::move(tasks);
@@ -354,34 +350,20 @@ void V1RunCgroup::build(const CgroupLimits& limits) {
     for (std::size_t i = 0; i < hs.size(); ++i)
         if (!reused || static_cast<int>(i) == layout_->memory) make_dir(i);
 
-    auto open_file = [](const fs::Dir& dir, const char* file, int flags) {
-        UniqueFd fd = fs::open_file_at(dir.fd.get(), file, flags);
-        if (!fd) {
-            const int err = errno;
-            throw_errno("open " + (dir.path / file).string(), err);
-        }
-        return fd;
-    };
-    auto write_fd = [](int fd, const fs::Dir& dir, const char* file, const std::string& value) {
-        if (::pwrite(fd, value.data(), value.size(), 0) != static_cast<ssize_t>(value.size())) {
-            const int err = errno;
-            throw_errno("cannot write \"" + value + "\" to " + (dir.path / file).string(), err);
-        }
-    };
     const fs::Dir& pids = dir(layout_->pids);
     const fs::Dir& cpuacct = dir(layout_->cpuacct);
     if (reused) {
         // The kept directories' figures start again from zero, and their limits are this
         // run's (see V1KeptDirs).
-        write_fd(own_->cpuacct_usage.get(), cpuacct, "cpuacct.usage", "0");
-        write_fd(own_->pids_max.get(), pids, "pids.max", limit_string(limits.max_tasks));
+        fs::write_open_file(own_->cpuacct_usage.get(), cpuacct, "cpuacct.usage", "0");
     } else {
-        own_->cpuacct_usage = open_file(cpuacct, "cpuacct.usage", O_RDWR);
-        own_->pids_current = open_file(pids, "pids.current", O_RDONLY);
-        own_->pids_max = open_file(pids, "pids.max", O_WRONLY);
-        if (limits.max_tasks > 0)
-            write_fd(own_->pids_max.get(), pids, "pids.max", limit_string(limits.max_tasks));
+        own_->cpuacct_usage = fs::open_file(cpuacct, "cpuacct.usage", O_RDWR);
+        own_->pids_current = fs::open_file(pids, "pids.current", O_RDONLY);
+        own_->pids_max = fs::open_file(pids, "pids.max", O_WRONLY);
     }
+    // A new directory starts at "max"; a kept one has the last run's limit.
+    if (reused || limits.max_tasks > 0)
+        fs::write_open_file(own_->pids_max.get(), pids, "pids.max", limit_string(limits.max_tasks));
 
     if (limits.memory_bytes > 0) {
         const auto bytes = std::to_string(limits.memory_bytes);
@@ -410,8 +392,8 @@ void V1RunCgroup::build(const CgroupLimits& limits) {
         own_->quota_set = false;
     }
 
-    memory_max_usage_ = open_file(memory_dir_, "memory.max_usage_in_bytes", O_RDONLY);
-    oom_control_ = open_file(memory_dir_, "memory.oom_control", O_RDONLY);
+    memory_max_usage_ = fs::open_file(memory_dir_, "memory.max_usage_in_bytes", O_RDONLY);
+    oom_control_ = fs::open_file(memory_dir_, "memory.oom_control", O_RDONLY);
     // oom_kill_disable and swappiness are inherited from the subtree, where the backend set
     // them. Checked anyway: with oom_kill_disable set, a run over its limit would hang instead
     // of being killed.

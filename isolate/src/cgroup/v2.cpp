@@ -167,14 +167,7 @@ void V2RunCgroup::build(const CgroupLimits& limits) {
             subtree.path.string());
     }
 
-    auto open_ro = [this](const char* file) {
-        UniqueFd fd = fs::open_file_at(dir_.fd.get(), file, O_RDONLY);
-        if (!fd) {
-            const int e = errno;
-            throw_errno("open " + (dir_.path / file).string(), e);
-        }
-        return fd;
-    };
+    auto open_ro = [this](const char* file) { return fs::open_file(dir_, file, O_RDONLY); };
     cpu_stat_ = open_ro("cpu.stat");
     memory_events_ = open_ro("memory.events");
     if (fs::exists_at(dir_.fd.get(), "memory.peak")) {
