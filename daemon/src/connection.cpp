@@ -66,7 +66,9 @@ json prepared_stats(const isolate::Sandbox& sandbox) {
 
 json netns_stats(const isolate::Sandbox& sandbox) {
     auto stats = sandbox.netns_stats();
-    return {{"kept", stats.kept}, {"replaced", stats.replaced}};
+    return {{"kept", stats.kept},
+            {"replaced", stats.replaced},
+            {"kept_unix_only", stats.kept_unix_only}};
 }
 
 json stats_body(const DaemonServices& services, std::size_t connections) {

@@ -159,8 +159,10 @@ Language load_language(
     auto& filter = filters[language.seccomp_profile];
     if (!filter) {
         try {
+            // Reporting sockets only serves namespaces kept from run to run.
             filter = isolate::SeccompFilter::compile(
-                load_seccomp_profile(config.seccomp_dir / (language.seccomp_profile + ".json")));
+                load_seccomp_profile(config.seccomp_dir / (language.seccomp_profile + ".json")),
+                config.keep_clean_network_namespaces);
         } catch (const std::exception& error) {
             filters.erase(language.seccomp_profile);
             fail("seccomp profile \"" + language.seccomp_profile + "\": " + error.what());

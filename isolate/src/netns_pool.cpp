@@ -64,10 +64,10 @@ std::unique_ptr<Netns> Netns::create(int home) {
     return made;
 }
 
-bool Netns::unchanged() const {
+bool Netns::unchanged(bool sockets_made) const {
     std::string now;
     for (const View& view : views_) {
-        if (!view.fd) continue;
+        if (!view.fd || (view.needs_socket && !sockets_made)) continue;
         if (cgroup::fs::try_pread_all(view.fd.get(), now) != 0 || now != view.when_new)
             return false;
     }

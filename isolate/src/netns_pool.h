@@ -16,6 +16,13 @@
 // and all of that reads the same as when the namespace was new; any difference, and the
 // namespace is dropped for a fresh one (docs/sandbox.md).
 //
+// Reading the IP, TCP and UDP counters (snmp, snmp6, netstat: ~300 counters summed over every
+// CPU) is most of that look's cost, and none of them, nor a flow label, can move without a
+// socket other than AF_UNIX in the namespace (an inet socket, or one of a family that makes
+// inet sockets inside the kernel, like AF_SMC). The seccomp filter reports every socket but
+// unix ones to the supervisor (SeccompFilter::reports_sockets), so after runs that made none
+// only lo's counters and the unix sockets are read.
+//
 // Why that is enough: once its processes are gone, a socket stays alive only if the kernel
 // holds it for traffic (TIME_WAIT, an orphan still sending FIN: lo's counters moved) or if it
 // is in flight in a unix socket's queue (that unix socket is listed). The TCP and UDP
@@ -47,12 +54,16 @@ class Netns {
     int fd() const { return netns_.get(); }
     // True while everything the namespace shows its users reads as it did when it was new;
     // false if anything differs or cannot be read. Call only when no process is in it.
-    bool unchanged() const;
+    // Without `sockets_made` (no run since the last look made a socket other than AF_UNIX,
+    // which the seccomp filter reports) only lo's counters and the unix sockets are read:
+    // every IP, ICMP, TCP and UDP counter and every flow label needs such a socket to move.
+    bool unchanged(bool sockets_made) const;
 
   private:
     struct View {
-        const char* path;  // below /proc/thread-self/net
-        bool ipv6;         // absent on a kernel without IPv6; every other file must exist
+        const char* path;   // below /proc/thread-self/net
+        bool ipv6;          // absent on a kernel without IPv6; every other file must exist
+        bool needs_socket;  // only a socket other than AF_UNIX can change it
         UniqueFd fd;
         std::string when_new;
     };
@@ -60,12 +71,12 @@ class Netns {
 
     UniqueFd netns_;
     // Opened inside the namespace, so they keep showing it; each pins only the namespace.
-    std::array<View, 6> views_{{{"dev", false, {}, {}},
-                                {"snmp", false, {}, {}},
-                                {"snmp6", true, {}, {}},
-                                {"netstat", false, {}, {}},
-                                {"unix", false, {}, {}},
-                                {"ip6_flowlabel", true, {}, {}}}};
+    std::array<View, 6> views_{{{"dev", false, false, {}, {}},
+                                {"snmp", false, true, {}, {}},
+                                {"snmp6", true, true, {}, {}},
+                                {"netstat", false, true, {}, {}},
+                                {"unix", false, false, {}, {}},
+                                {"ip6_flowlabel", true, true, {}, {}}}};
 };
 
 class NetnsPool {

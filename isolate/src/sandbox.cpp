@@ -28,6 +28,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "child_plan.h"
 #include "control.h"
@@ -57,6 +58,10 @@ Clock::time_point from_monotonic_ns(std::int64_t ns) {
     return Clock::time_point(
         std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(ns)));
 }
+
+// From linux/seccomp.h of Linux 6.6, newer than Debian 12's headers.
+constexpr unsigned long kNotifSetFlags = SECCOMP_IOW(4, __u64);
+constexpr unsigned long kNotifSyncWakeUp = 1;
 
 UniqueFd make_timer() {
     UniqueFd fd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
@@ -124,6 +129,12 @@ class Supervisor {
           process_(box.process) {}
 
     RunResult run();
+    // True when the run cannot have made a socket other than AF_UNIX: its filter reports
+    // every one and none was let through (a call the supervisor did not let through never
+    // ran).
+    bool made_only_unix_sockets() const {
+        return plan_.seccomp && plan_.seccomp->reports_sockets() && !socket_let_through_;
+    }
 
   private:
     void start();
@@ -158,6 +169,7 @@ class Supervisor {
     bool exited_seen_ = false;
     bool init_dead_ = false;
     bool done_seen_ = false;
+    bool socket_let_through_ = false;
     std::uint64_t cpu_baseline_ns_ = 0;         // setup's CPU, charged to the cgroup before execve
     std::uint64_t init_cpu_after_fork_ns_ = 0;  // pid 1's own, reported when it is done
     Clock::time_point wall_start_, wall_end_;
@@ -290,6 +302,9 @@ void Supervisor::handle_control() {
                     break;
                 }
                 listener_ = std::move(passed);
+                // Linux 6.6+: a reporting task hands its CPU straight to this thread, which
+                // saves a wake-up per reported socket; older kernels refuse, which is fine.
+                ::ioctl(listener_.get(), kNotifSetFlags, kNotifSyncWakeUp);
                 on_exec(*message);
                 break;
             case ControlType::error: {
@@ -359,6 +374,26 @@ void Supervisor::handle_listener() {
     if (::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_RECV, &notification) != 0) {
         // ENOENT: the caller died meanwhile. Anything else (POLLHUP: no task left) ends it.
         if (errno != ENOENT && errno != EINTR) listener_.reset();
+        return;
+    }
+    const auto verdict = plan_.seccomp->socket_verdict(
+        static_cast<int>(notification.data.nr), notification.data.arch, notification.data.args[0]);
+    if (verdict && verdict->kind != SeccompAction::Kind::kill) {
+        // A socket report: answered with the policy's action, which the filter left to us.
+        seccomp_notif_resp response;
+        std::memset(&response, 0, sizeof response);
+        response.id = notification.id;
+        if (verdict->kind == SeccompAction::Kind::allow) {
+            // Noted before it can run, for the network namespace's next look.
+            socket_let_through_ = true;
+            response.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        } else {
+            response.error = -verdict->errno_value;
+        }
+        // ENOENT: the caller died meanwhile. Otherwise, without the listener, the call fails
+        // with ENOSYS rather than hang.
+        if (::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_SEND, &response) != 0 && errno != ENOENT)
+            listener_.reset();
         return;
     }
     if (!facts_.blocked_syscall)
@@ -477,6 +512,10 @@ struct SlotSandboxes {
     // The network namespace the slot's sandboxes join, kept from run to run for as long as
     // no run leaves a trace in it (netns_pool.h). Null: the next sandbox takes a new one.
     std::unique_ptr<Netns> netns;
+    // Whether a run since the namespace was last checked may have made a socket other than
+    // AF_UNIX, so its IP, TCP and UDP figures must be read too. Set before each run, and
+    // cleared after it only if the run is known to have made none.
+    bool netns_sockets_made = false;
 };
 
 struct SandboxState {
@@ -484,7 +523,7 @@ struct SandboxState {
     std::set<unsigned> busy_slots;
     std::atomic<std::uint64_t> run_counter{0};
     std::atomic<std::uint64_t> prepared_used{0}, prepared_discarded{0}, prepared_failed{0};
-    std::atomic<std::uint64_t> netns_kept{0}, netns_replaced{0};
+    std::atomic<std::uint64_t> netns_kept{0}, netns_replaced{0}, netns_kept_unix_only{0};
     int last_capability = 0;
     unsigned parallelism = 1;
     std::unique_ptr<NetnsPool> netns_pool;
@@ -510,9 +549,11 @@ struct SandboxState {
     // Call only while none of the slot's sandboxes is alive, so nothing can change it after
     // the look.
     int next_netns(const SandboxConfig& config, SlotSandboxes& slot) {
+        const bool sockets_made = std::exchange(slot.netns_sockets_made, false);
         if (slot.netns) {
-            if (config.keep_clean_netns && slot.netns->unchanged()) {
+            if (config.keep_clean_netns && slot.netns->unchanged(sockets_made)) {
                 netns_kept.fetch_add(1);
+                if (!sockets_made) netns_kept_unix_only.fetch_add(1);
                 return slot.netns->fd();
             }
             if (config.keep_clean_netns) netns_replaced.fetch_add(1);
@@ -598,7 +639,11 @@ RunResult Sandbox::run(const RunSpec& spec) {
                                                     shape, spec.slot, &spec,
                                                     state_->next_run_name(spec.slot));
         }
-        RunResult result = Supervisor(config_, *box, spec, std::max(1u, parallelism)).run();
+        const bool sockets_made_before = slot.netns_sockets_made;
+        slot.netns_sockets_made = true;  // until the run is known to have made none
+        Supervisor supervisor(config_, *box, spec, std::max(1u, parallelism));
+        RunResult result = supervisor.run();
+        if (supervisor.made_only_unix_sockets()) slot.netns_sockets_made = sockets_made_before;
         if (config_.prepare_ahead) {
             slot.finished = std::move(box);
             if (slot.first_since_prepare) slot.expected_shape = shape;
@@ -651,7 +696,8 @@ Sandbox::PreparedStats Sandbox::prepared_stats() const {
 
 Sandbox::NetnsStats Sandbox::netns_stats() const {
     return {state_->netns_kept.load(), state_->netns_replaced.load(),
-            state_->netns_pool ? state_->netns_pool->ready() : 0};
+            state_->netns_pool ? state_->netns_pool->ready() : 0,
+            state_->netns_kept_unix_only.load()};
 }
 
 }  // namespace isolate

@@ -3,7 +3,9 @@
 #include <linux/audit.h>
 #include <seccomp.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -109,10 +111,54 @@ std::string resolve(std::uint32_t scmp_arch, int number) {
     return std::string(name);
 }
 
+// The kernel reads the domain of socket() and socketpair() as an int, so only the low 32
+// bits count.
+constexpr std::uint64_t kIntMask = 0xffffffff;
+
+bool is_socket_call(const std::string& syscall) {
+    return syscall == "socket" || syscall == "socketpair";
+}
+
+// Whether the policy's verdict on every socket() and socketpair() call can be reached in two
+// steps: the filter lets AF_UNIX through as the default and reports the rest, and the
+// supervisor applies the policy's rules to the family. So the default must be allow, every
+// rule for these calls a comparison of the family (as an int) alone, none refusing AF_UNIX;
+// and io_uring, whose IORING_OP_SOCKET makes sockets without either call, must be refused.
+bool can_report_sockets(const SeccompPolicy& policy) {
+    if (policy.default_action.kind != SeccompAction::Kind::allow) return false;
+    bool io_uring_refused = false;
+    for (const SeccompRule& rule : policy.rules) {
+        if (rule.syscall == "io_uring_setup" && rule.conditions.empty() &&
+            rule.action.kind != SeccompAction::Kind::allow)
+            io_uring_refused = true;
+        if (!is_socket_call(rule.syscall)) continue;
+        if (rule.conditions.size() != 1) return false;
+        const SeccompArgCondition& c = rule.conditions.front();
+        if (c.arg != 0 || c.op != SeccompArgCondition::Op::masked_eq || c.mask != kIntMask)
+            return false;
+        if (c.value == AF_UNIX && rule.action.kind != SeccompAction::Kind::allow) return false;
+    }
+    return io_uring_refused;
+}
+
 }  // namespace
 
-std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy& policy) {
+std::optional<SeccompAction> SeccompFilter::socket_verdict(int number, std::uint32_t audit_arch,
+                                                           std::uint64_t arg0) const {
+    // The filter holds the native arch only (libseccomp's tokens are the AUDIT_ARCH values).
+    if (!reports_sockets_ || audit_arch != seccomp_arch_native() ||
+        (number != __NR_socket && number != __NR_socketpair))
+        return std::nullopt;
+    const auto rule = socket_rules_.find({number, static_cast<std::uint32_t>(arg0 & kIntMask)});
+    if (rule == socket_rules_.end()) return SeccompAction{SeccompAction::Kind::allow, 0};
+    return rule->second;
+}
+
+std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy& policy,
+                                                            bool report_sockets) {
     reject_ambiguous_rules(policy);
+    auto filter = std::make_shared<SeccompFilter>();
+    filter->reports_sockets_ = report_sockets && can_report_sockets(policy);
 
     const std::uint32_t default_action = to_scmp_action(policy.default_action, "default action");
     Ctx ctx(seccomp_init(default_action));
@@ -141,6 +187,18 @@ std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy&
         if (nr < 0) continue;
 
         const std::uint32_t action = to_scmp_action(rule.action, describe(rule, i));
+        if (filter->reports_sockets_ && is_socket_call(rule.syscall)) {
+            // Left to the supervisor (socket_verdict); in the filter it would overlap the
+            // report, and libseccomp leaves overlapping rules with two actions undefined.
+            const auto family = static_cast<std::uint32_t>(rule.conditions.front().value);
+            const auto [it, added] =
+                filter->socket_rules_.emplace(std::pair{nr, family}, rule.action);
+            if (!added && (it->second.kind != rule.action.kind ||
+                           it->second.errno_value != rule.action.errno_value))
+                throw SetupError("seccomp: " + describe(rule, i) +
+                                 ": another rule has the same conditions but a different action");
+            continue;
+        }
         // libseccomp refuses (EACCES) rules that repeat the default action. They are no-ops:
         // a call that matches no other rule of its syscall gets the default action anyway.
         if (action == default_action) continue;
@@ -176,6 +234,15 @@ std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy&
         check(rc, "seccomp_rule_add(" + describe(rule, i) + ")");
     }
 
+    if (filter->reports_sockets_) {
+        // 64-bit: a domain of AF_UNIX with any high bit set is reported too, and the
+        // supervisor reads it as the kernel does.
+        for (const int nr : {SCMP_SYS(socket), SCMP_SYS(socketpair)})
+            check(seccomp_rule_add(ctx.get(), SCMP_ACT_NOTIFY, nr, 1,
+                                   SCMP_A0(SCMP_CMP_NE, static_cast<scmp_datum_t>(AF_UNIX))),
+                  "seccomp_rule_add(report sockets)");
+    }
+
     // libseccomp 2.5 exports only to a file descriptor; a memfd keeps it off the filesystem.
     UniqueFd memfd(memfd_create("sandboxd-seccomp-bpf", MFD_CLOEXEC));
     if (!memfd) throw SetupError(std::string("seccomp: memfd_create: ") + std::strerror(errno));
@@ -193,7 +260,6 @@ std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy&
         throw SetupError("seccomp: filter has " + std::to_string(size / sizeof(sock_filter)) +
                          " instructions, the kernel allows " + std::to_string(BPF_MAXINSNS));
 
-    auto filter = std::make_shared<SeccompFilter>();
     filter->instructions_.resize(size / sizeof(sock_filter));
     auto* out = reinterpret_cast<char*>(filter->instructions_.data());
     std::size_t done = 0;

@@ -425,6 +425,9 @@ TEST_CASE("a slot keeps its network namespace only while its runs leave no trace
     const auto before = sandbox.netns_stats();
     CHECK(run({"netns"}) == netns);  // nothing was left: the same namespace again
     CHECK(sandbox.netns_stats().kept == before.kept + 1);
+    // net-state made no socket but unix ones (the filter reports every other), so only lo's
+    // counters and the unix sockets were read for that.
+    CHECK(sandbox.netns_stats().kept_unix_only == before.kept_unix_only + 1);
 
     SUBCASE("sockets that die with the run: kept, and nothing of them is there") {
         auto litter = run({"net-quiet-litter", "sockets"});
@@ -435,8 +438,21 @@ TEST_CASE("a slot keeps its network namespace only while its runs leave no trace
         CHECK(inet >= 2);
         CHECK(sockets >= 4);
         CHECK(litter.find("lo_packets=0 abstract=held") != std::string::npos);
+        const auto littered = sandbox.netns_stats();
         CHECK(run({"netns"}) == netns);
+        // Its inet sockets were reported, so every file was read before it was kept.
+        CHECK(sandbox.netns_stats().kept == littered.kept + 1);
+        CHECK(sandbox.netns_stats().kept_unix_only == littered.kept_unix_only);
         CHECK(run({"net-state"}) == fresh);
+    }
+    SUBCASE("a netlink socket alone: reported too, so the full look, then kept") {
+        // Some families that are not inet make inet sockets inside the kernel (AF_SMC,
+        // AF_RXRPC), so every socket but a unix one counts.
+        CHECK(run({"net-quiet-litter", "netlink"}).find("inet=0 ") != std::string::npos);
+        const auto littered = sandbox.netns_stats();
+        CHECK(run({"netns"}) == netns);
+        CHECK(sandbox.netns_stats().kept == littered.kept + 1);
+        CHECK(sandbox.netns_stats().kept_unix_only == littered.kept_unix_only);
     }
     SUBCASE("an IPv6 flow label that outlives its socket: replaced") {
         auto litter = run({"net-quiet-litter", "flowlabel"});
@@ -447,6 +463,8 @@ TEST_CASE("a slot keeps its network namespace only while its runs leave no trace
         CHECK(sandbox.netns_stats().replaced == replaced + 1);
         CHECK(run({"net-state"}) == fresh);
     }
+    // The one trace that only the IP counters show: it is found only because the run's inet
+    // socket was reported.
     SUBCASE("a send that found no route, so only a counter moved: replaced") {
         CHECK(run({"net-quiet-litter", "unreachable"}).find("lo_packets=0 ") != std::string::npos);
         CHECK(run({"netns"}) != netns);

@@ -252,9 +252,23 @@ struct flowlabel_request {
     uint32_t pad;
 };
 
+// Asks the kernel for its links over a netlink socket, which stays open; -1 on failure.
+static int netlink_link_dump(void) {
+    int nl = socket(AF_NETLINK, SOCK_RAW, 0);  // NETLINK_ROUTE
+    struct {
+        struct nlmsghdr header;
+        struct rtgenmsg body;
+    } dump = {{sizeof dump, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 1, 0}, {AF_UNSPEC}};
+    char reply[8192];
+    if (nl < 0 || send(nl, &dump, sizeof dump, 0) < 0 || recv(nl, reply, sizeof reply, 0) <= 0)
+        return -1;
+    return nl;
+}
+
 // Leaves one kind of trace in the network namespace without sending a packet to lo:
 //   sockets      listening TCP, bound UDP, a netlink query, an abstract unix name: all die
 //                with the process, so nothing is left
+//   netlink      a netlink query alone: no inet socket, yet a socket the filter reports
 //   unix-cycle   an abstract unix socket holding its own descriptor in flight: it outlives
 //                the process until the kernel's garbage collector finds it
 //   flowlabel    an IPv6 flow label that lingers 60 s after its socket
@@ -268,17 +282,15 @@ static int net_quiet_litter(const char* kind) {
         if (listen_on_loopback(&addr) < 0) return 1;
         int udp = socket(AF_INET, SOCK_DGRAM, 0);
         addr.sin_port = 0;
-        int nl = socket(AF_NETLINK, SOCK_RAW, 0);  // NETLINK_ROUTE
-        struct {
-            struct nlmsghdr header;
-            struct rtgenmsg body;
-        } dump = {{sizeof dump, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 1, 0}, {AF_UNSPEC}};
-        char reply[8192];
         int u = socket(AF_UNIX, SOCK_DGRAM, 0);
-        if (bind(udp, (struct sockaddr*)&addr, sizeof addr) || nl < 0 ||
-            send(nl, &dump, sizeof dump, 0) < 0 || recv(nl, reply, sizeof reply, 0) <= 0 ||
+        if (bind(udp, (struct sockaddr*)&addr, sizeof addr) || netlink_link_dump() < 0 ||
             bind(u, (struct sockaddr*)&name, name_len)) {
             printf("sockets: %s\n", strerrorname_np(errno));
+            return 1;
+        }
+    } else if (!strcmp(kind, "netlink")) {
+        if (netlink_link_dump() < 0) {
+            printf("netlink: %s\n", strerrorname_np(errno));
             return 1;
         }
     } else if (!strcmp(kind, "unix-cycle")) {

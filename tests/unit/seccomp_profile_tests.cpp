@@ -17,8 +17,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -492,6 +494,87 @@ TEST_CASE("SeccompFilter::compile") {
                         {"mount", {SeccompAction::Kind::kill, 0}, {}}};  // no-op, skipped
         CHECK(SeccompFilter::compile(policy)->instruction_count() > 0);
     }
+    SUBCASE("sockets are reported only where the policy's socket rules compare the family alone") {
+        CHECK(SeccompFilter::compile(default_policy())->reports_sockets());
+        CHECK_FALSE(SeccompFilter::compile(default_policy(), false)->reports_sockets());
+        auto reports = [](SeccompPolicy policy) {
+            return SeccompFilter::compile(policy)->reports_sockets();
+        };
+        using Op = SeccompArgCondition::Op;
+        auto socket_rule = [](const char* name, Op op, unsigned arg, std::uint64_t value,
+                              std::uint64_t mask = 0xffffffff) {
+            return SeccompRule{
+                name, {SeccompAction::Kind::errno_, EPERM}, {{op, arg, value, mask}}};
+        };
+        const SeccompRule no_io_uring{"io_uring_setup", {SeccompAction::Kind::errno_, ENOSYS}, {}};
+        SeccompPolicy policy;
+        policy.rules = {no_io_uring};
+        CHECK(reports(policy));
+        // Any family may have rules, inet ones too: the supervisor applies them.
+        policy.rules = {no_io_uring, socket_rule("socket", Op::masked_eq, 0, AF_VSOCK),
+                        socket_rule("socketpair", Op::masked_eq, 0, AF_INET),
+                        socket_rule("socket", Op::masked_eq, 0, AF_INET6)};
+        CHECK(reports(policy));
+        // io_uring makes sockets without socket(): it must be refused, unconditionally.
+        policy.rules = {};
+        CHECK_FALSE(reports(policy));
+        policy.rules = {{"io_uring_setup", {SeccompAction::Kind::kill, 0}, {{Op::eq, 0, 1, 0}}}};
+        CHECK_FALSE(reports(policy));
+        // Rules the supervisor could not apply to the family alone.
+        for (const SeccompRule& rule :
+             {socket_rule("socket", Op::eq, 0, AF_VSOCK),  // 64-bit, where the kernel reads an int
+              socket_rule("socket", Op::masked_eq, 0, AF_VSOCK, 0xff),
+              socket_rule("socketpair", Op::masked_eq, 1, SOCK_RAW),
+              socket_rule("socket", Op::masked_eq, 0, AF_UNIX),  // refuses what passes unseen
+              SeccompRule{"socket", {SeccompAction::Kind::kill, 0}, {}},
+              SeccompRule{"socket",
+                          {SeccompAction::Kind::errno_, EPERM},
+                          {{Op::masked_eq, 0, AF_INET, 0xffffffff}, {Op::eq, 1, SOCK_RAW, 0}}}}) {
+            CAPTURE(rule.syscall);
+            policy.rules = {no_io_uring, rule};
+            CHECK_FALSE(reports(policy));
+        }
+        policy.rules = {no_io_uring};
+        policy.default_action = {SeccompAction::Kind::errno_, EPERM};
+        CHECK_FALSE(reports(policy));
+    }
+    SUBCASE("a socket report's verdict is the policy's") {
+        const SeccompPolicy policy = default_policy();
+        const auto filter = SeccompFilter::compile(policy);
+        for (const char* name : {"socket", "socketpair"}) {
+            const int nr = name == std::string("socket") ? SYS_socket : SYS_socketpair;
+            for (std::uint64_t high : {0ull, 0xffffffff'00000000ull, 0x1'00000000ull}) {
+                for (std::uint64_t family = 0; family < 64; ++family) {
+                    CAPTURE(name);
+                    CAPTURE(high);
+                    CAPTURE(family);
+                    const auto verdict =
+                        filter->socket_verdict(nr, AUDIT_ARCH_X86_64, high | family);
+                    REQUIRE(verdict);
+                    const SeccompAction expected = evaluate(policy, name, {family, 1, 0, 0, 0, 0});
+                    CHECK(verdict->kind == expected.kind);
+                    CHECK(verdict->errno_value == expected.errno_value);
+                }
+            }
+        }
+        CHECK(is_errno(*filter->socket_verdict(SYS_socketpair, AUDIT_ARCH_X86_64, AF_VSOCK),
+                       EAFNOSUPPORT));
+        CHECK(is_allow(*filter->socket_verdict(SYS_socket, AUDIT_ARCH_X86_64, 43 /* AF_SMC */)));
+        // Not socket reports: calls the policy kills.
+        CHECK_FALSE(filter->socket_verdict(SYS_socket, AUDIT_ARCH_I386, AF_INET));
+        CHECK_FALSE(filter->socket_verdict(SYS_unshare, AUDIT_ARCH_X86_64, 0));
+        CHECK_FALSE(SeccompFilter::compile(policy, false)
+                        ->socket_verdict(SYS_socket, AUDIT_ARCH_X86_64, AF_INET));
+        // A kill rule for a family stays a kill.
+        SeccompPolicy killing = policy;
+        killing.rules.push_back({"socket",
+                                 {SeccompAction::Kind::kill, 0},
+                                 {{SeccompArgCondition::Op::masked_eq, 0, AF_PACKET, 0xffffffff}}});
+        const auto verdict = SeccompFilter::compile(killing)->socket_verdict(
+            SYS_socket, AUDIT_ARCH_X86_64, AF_PACKET);
+        REQUIRE(verdict);
+        CHECK(is_kill(*verdict));
+    }
     SUBCASE("policies libseccomp would misread are refused") {
         SeccompPolicy policy;
         policy.rules = {{"ioctl", {SeccompAction::Kind::kill, 0}, {}},
@@ -560,6 +643,45 @@ class Child {
 };
 
 // Runs in the forked child: only async-signal-safe calls, exit codes instead of checks.
+// One byte and room for one descriptor, as send_fd and receive_fd exchange them.
+struct FdMessage {
+    char byte = 0;
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+
+    FdMessage() {
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+    }
+    FdMessage(const FdMessage&) = delete;
+    FdMessage& operator=(const FdMessage&) = delete;
+};
+
+// Passes `fd` over a unix socket with SCM_RIGHTS; async-signal-safe, for a forked child.
+bool send_fd(int sock, int fd) {
+    FdMessage m;
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&m.msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    return sendmsg(sock, &m.msg, 0) == 1;
+}
+
+// The descriptor send_fd passed, or an invalid one.
+isolate::UniqueFd receive_fd(int sock) {
+    FdMessage m;
+    if (recvmsg(sock, &m.msg, MSG_CMSG_CLOEXEC) != 1) return {};
+    const cmsghdr* cmsg = CMSG_FIRSTHDR(&m.msg);
+    if (cmsg == nullptr || cmsg->cmsg_type != SCM_RIGHTS) return {};
+    int fd = -1;
+    std::memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
+    return isolate::UniqueFd(fd);
+}
+
 void install_in_child(const SeccompFilter& filter, unsigned flags, int& listener) {
     // SIGSYS dumps core by default; the test does not want core files.
     const rlimit no_core{0, 0};
@@ -577,72 +699,113 @@ std::string describe_status(int status) {
     return "status " + std::to_string(status);
 }
 
+// A forked child under `filter` whose listener this process holds, as the supervisor does.
+// `body` runs in the child after the hand-over and must end in _exit.
+class ListenedChild {
+  public:
+    template <typename Body>
+    ListenedChild(const SeccompFilter& filter, Body body) {
+        int sv[2];
+        REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+        isolate::UniqueFd parent_end(sv[0]), child_end(sv[1]);
+        const pid_t pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            int listener = -1;
+            install_in_child(filter, SECCOMP_FILTER_FLAG_NEW_LISTENER, listener);
+            if (!send_fd(sv[1], listener)) _exit(12);
+            close(listener);
+            body();
+        }
+        child_.emplace(pid);
+        child_end.reset();
+        listener_ = receive_fd(parent_end.get());
+        if (!listener_) FAIL("child sent no listener: " << describe_status(child_->wait()));
+    }
+
+    pid_t pid() const { return child_->pid(); }
+    int listener() const { return listener_.get(); }
+    int wait() { return child_->wait(); }
+    // The next notification, within 10 s.
+    seccomp_notif next() {
+        pollfd pfd{listener_.get(), POLLIN, 0};
+        REQUIRE_MESSAGE(poll(&pfd, 1, 10'000) == 1, "no notification within 10 s");
+        seccomp_notif notif{};  // the kernel insists on a zeroed buffer
+        REQUIRE(ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_RECV, &notif) == 0);
+        return notif;
+    }
+
+  private:
+    std::optional<Child> child_;
+    isolate::UniqueFd listener_;
+};
+
 }  // namespace
 
 TEST_CASE("kernel: a blocked syscall reaches the supervisor as a notification") {
     const auto filter = SeccompFilter::compile(default_policy());
-    int sv[2];
-    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    isolate::UniqueFd parent_end(sv[0]), child_end(sv[1]);
-
-    const pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        int listener = -1;
-        install_in_child(*filter, SECCOMP_FILTER_FLAG_NEW_LISTENER, listener);
-        char byte = 0;
-        iovec iov{&byte, 1};
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-        cmsg->cmsg_level = SOL_SOCKET;
-        cmsg->cmsg_type = SCM_RIGHTS;
-        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(cmsg), &listener, sizeof(int));
-        if (sendmsg(sv[1], &msg, 0) != 1) _exit(12);
+    ListenedChild child(*filter, [] {
         // Allowed calls must go through; had either been blocked, the parent would see its
         // notification instead of unshare's.
         if (syscall(SYS_personality, 0xffffffffUL) < 0) _exit(13);
         if (syscall(SYS_getpid) <= 0) _exit(14);
         syscall(SYS_unshare, 0);  // blocks until the parent kills us
         _exit(15);
-    }
-    Child child(pid);
-    child_end.reset();
-
-    char byte = 0;
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    const ssize_t n = recvmsg(parent_end.get(), &msg, MSG_CMSG_CLOEXEC);
-    if (n != 1) FAIL("child sent no listener: " << describe_status(child.wait()));
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    REQUIRE(cmsg != nullptr);
-    REQUIRE(cmsg->cmsg_type == SCM_RIGHTS);
-    int fd = -1;
-    std::memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
-    isolate::UniqueFd listener(fd);
-
-    pollfd pfd{listener.get(), POLLIN, 0};
-    REQUIRE_MESSAGE(poll(&pfd, 1, 10'000) == 1, "no notification within 10 s");
-    seccomp_notif notif{};  // the kernel insists on a zeroed buffer
-    REQUIRE(ioctl(listener.get(), SECCOMP_IOCTL_NOTIF_RECV, &notif) == 0);
-    CHECK(notif.pid == static_cast<__u32>(pid));
+    });
+    const seccomp_notif notif = child.next();
+    CHECK(notif.pid == static_cast<__u32>(child.pid()));
     CHECK(notif.data.arch == AUDIT_ARCH_X86_64);
     CHECK(isolate::syscall_name(notif.data.nr) == "unshare");
     CHECK(isolate::syscall_name(notif.data.nr, notif.data.arch) == "unshare");
 
-    ::kill(pid, SIGKILL);
+    ::kill(child.pid(), SIGKILL);
     const int status = child.wait();
     CHECK_MESSAGE((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL), describe_status(status));
+}
+
+// Answers a socket report as the supervisor does: with the filter's verdict.
+void answer_report(const SeccompFilter& filter, int listener, const seccomp_notif& notif) {
+    const auto verdict =
+        filter.socket_verdict(static_cast<int>(notif.data.nr), notif.data.arch, notif.data.args[0]);
+    REQUIRE(verdict);
+    REQUIRE(verdict->kind != SeccompAction::Kind::kill);
+    seccomp_notif_resp response{};
+    response.id = notif.id;
+    if (verdict->kind == SeccompAction::Kind::allow)
+        response.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    else
+        response.error = -verdict->errno_value;
+    REQUIRE(ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &response) == 0);
+}
+
+TEST_CASE("kernel: every socket but a unix one is reported, and gets the policy's verdict") {
+    const auto filter = SeccompFilter::compile(default_policy());
+    REQUIRE(filter->reports_sockets());
+    ListenedChild child(*filter, [] {
+        // A unix socket is not reported: had it been, the parent would see it first.
+        if (syscall(SYS_socket, AF_UNIX, SOCK_DGRAM, 0) < 0) _exit(13);
+        int pair[2];
+        if (syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM, 0, pair) != 0) _exit(14);
+        // High bits in the domain do not hide it (the kernel reads an int).
+        if (syscall(SYS_socket, 0xffffffff'00000000 | AF_INET6, SOCK_DGRAM, 0) < 0) _exit(15);
+        // Not inet, yet reported: whatever the family may do inside the kernel.
+        if (syscall(SYS_socket, AF_NETLINK, SOCK_RAW, 0 /* NETLINK_ROUTE */) < 0) _exit(16);
+        // Refused by the policy, through the supervisor.
+        if (syscall(SYS_socketpair, AF_VSOCK, SOCK_STREAM, 0, pair) == 0 || errno != EAFNOSUPPORT)
+            _exit(17);
+        _exit(0);
+    });
+    for (const auto& [nr, family] :
+         {std::pair{SYS_socket, AF_INET6}, std::pair{SYS_socket, AF_NETLINK},
+          std::pair{SYS_socketpair, AF_VSOCK}}) {
+        CAPTURE(family);
+        const seccomp_notif notif = child.next();
+        CHECK(notif.data.nr == nr);
+        CHECK((notif.data.args[0] & 0xffffffff) == static_cast<std::uint64_t>(family));
+        answer_report(*filter, child.listener(), notif);
+    }
+    const int status = child.wait();
+    CHECK_MESSAGE((WIFEXITED(status) && WEXITSTATUS(status) == 0), describe_status(status));
 }
 
 namespace {
@@ -707,7 +870,8 @@ TEST_CASE("kernel: non-native ABIs are killed") {
 }
 
 TEST_CASE("kernel: AF_VSOCK sockets are refused with EAFNOSUPPORT") {
-    const auto filter = SeccompFilter::compile(default_policy());
+    // The filter's own rule; with socket reports the supervisor refuses them (tested above).
+    const auto filter = SeccompFilter::compile(default_policy(), false);
     // Exit code 0: the socket was made; 1: EAFNOSUPPORT; 2: anything else.
     auto try_vsock = [&](bool filtered) {
         const pid_t pid = fork();

@@ -76,6 +76,9 @@ class Sandbox {
         std::uint64_t kept = 0;      // sandboxes that joined their slot's namespace again
         std::uint64_t replaced = 0;  // namespaces dropped because a run left a trace in them
         std::uint64_t ready = 0;     // made ahead and waiting in the pool (prepared_netns at most)
+        // Of `kept`, those after runs that made no socket but unix ones, where only lo's counters
+        // and the unix sockets were read (netns_pool.h).
+        std::uint64_t kept_unix_only = 0;
     };
     NetnsStats netns_stats() const;
 
