@@ -131,9 +131,12 @@ class Supervisor {
     RunResult run();
     // True when the run cannot have made a socket other than AF_UNIX: its filter reports
     // every one and none was let through (a call the supervisor did not let through never
-    // ran).
-    bool made_only_unix_sockets() const {
-        return plan_.seccomp && plan_.seccomp->reports_sockets() && !socket_let_through_;
+    // ran). False after a setup error too: a supervisor that gave up early may have left
+    // the program running (its later reports then fail with ENOSYS, or wait for a listener
+    // that never comes, but the full look does not have to rely on that).
+    bool let_no_socket_through() const {
+        return plan_.seccomp && plan_.seccomp->reports_sockets() && !socket_let_through_ &&
+               !facts_.setup_error;
     }
 
   private:
@@ -390,10 +393,13 @@ void Supervisor::handle_listener() {
         } else {
             response.error = -verdict->errno_value;
         }
-        // ENOENT: the caller died meanwhile. Otherwise, without the listener, the call fails
-        // with ENOSYS rather than hang.
-        if (::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_SEND, &response) != 0 && errno != ENOENT)
-            listener_.reset();
+        int sent;
+        do {
+            sent = ::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_SEND, &response);
+        } while (sent != 0 && errno == EINTR);
+        // ENOENT: the caller died meanwhile. Otherwise, without the listener, this call and
+        // every later report fail with ENOSYS rather than hang.
+        if (sent != 0 && errno != ENOENT) listener_.reset();
         return;
     }
     if (!facts_.blocked_syscall)
@@ -643,7 +649,7 @@ RunResult Sandbox::run(const RunSpec& spec) {
         slot.netns_sockets_made = true;  // until the run is known to have made none
         Supervisor supervisor(config_, *box, spec, std::max(1u, parallelism));
         RunResult result = supervisor.run();
-        if (supervisor.made_only_unix_sockets()) slot.netns_sockets_made = sockets_made_before;
+        if (supervisor.let_no_socket_through()) slot.netns_sockets_made = sockets_made_before;
         if (config_.prepare_ahead) {
             slot.finished = std::move(box);
             if (slot.first_since_prepare) slot.expected_shape = shape;

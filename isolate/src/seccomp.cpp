@@ -126,6 +126,8 @@ bool is_socket_call(const std::string& syscall) {
 // and io_uring, whose IORING_OP_SOCKET makes sockets without either call, must be refused.
 bool can_report_sockets(const SeccompPolicy& policy) {
     if (policy.default_action.kind != SeccompAction::Kind::allow) return false;
+    // Where socketcall is native (i386, s390x, ppc) it makes sockets without either call.
+    if (seccomp_syscall_resolve_name("socketcall") >= 0) return false;
     bool io_uring_refused = false;
     for (const SeccompRule& rule : policy.rules) {
         if (rule.syscall == "io_uring_setup" && rule.conditions.empty() &&
@@ -134,7 +136,9 @@ bool can_report_sockets(const SeccompPolicy& policy) {
         if (!is_socket_call(rule.syscall)) continue;
         if (rule.conditions.size() != 1) return false;
         const SeccompArgCondition& c = rule.conditions.front();
-        if (c.arg != 0 || c.op != SeccompArgCondition::Op::masked_eq || c.mask != kIntMask)
+        // A value above 32 bits never matches in the filter, but would as a family.
+        if (c.arg != 0 || c.op != SeccompArgCondition::Op::masked_eq || c.mask != kIntMask ||
+            c.value > kIntMask)
             return false;
         if (c.value == AF_UNIX && rule.action.kind != SeccompAction::Kind::allow) return false;
     }
@@ -147,7 +151,7 @@ std::optional<SeccompAction> SeccompFilter::socket_verdict(int number, std::uint
                                                            std::uint64_t arg0) const {
     // The filter holds the native arch only (libseccomp's tokens are the AUDIT_ARCH values).
     if (!reports_sockets_ || audit_arch != seccomp_arch_native() ||
-        (number != __NR_socket && number != __NR_socketpair))
+        (number != SCMP_SYS(socket) && number != SCMP_SYS(socketpair)))
         return std::nullopt;
     const auto rule = socket_rules_.find({number, static_cast<std::uint32_t>(arg0 & kIntMask)});
     if (rule == socket_rules_.end()) return SeccompAction{SeccompAction::Kind::allow, 0};
@@ -187,6 +191,9 @@ std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy&
         if (nr < 0) continue;
 
         const std::uint32_t action = to_scmp_action(rule.action, describe(rule, i));
+        // libseccomp refuses (EACCES) rules that repeat the default action. They are no-ops:
+        // a call that matches no other rule of its syscall gets the default action anyway.
+        if (action == default_action) continue;
         if (filter->reports_sockets_ && is_socket_call(rule.syscall)) {
             // Left to the supervisor (socket_verdict); in the filter it would overlap the
             // report, and libseccomp leaves overlapping rules with two actions undefined.
@@ -199,9 +206,6 @@ std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy&
                                  ": another rule has the same conditions but a different action");
             continue;
         }
-        // libseccomp refuses (EACCES) rules that repeat the default action. They are no-ops:
-        // a call that matches no other rule of its syscall gets the default action anyway.
-        if (action == default_action) continue;
 
         std::vector<scmp_arg_cmp> cmps;
         cmps.reserve(rule.conditions.size());

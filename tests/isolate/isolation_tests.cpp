@@ -360,6 +360,30 @@ TEST_CASE("AF_VSOCK sockets cannot be made") {
     CHECK(result.stdout_data == "vsock EAFNOSUPPORT\n");
 }
 
+// With socket reports the filter leaves the profile's socket rules to the supervisor, which
+// must apply a kill as the filter would.
+TEST_CASE("a socket family the profile kills ends the run as a blocked syscall") {
+    isolate::SeccompPolicy policy = test::default_policy();
+    policy.rules.push_back({"socket",
+                            {isolate::SeccompAction::Kind::kill, 0},
+                            {{isolate::SeccompArgCondition::Op::masked_eq, 0,
+                              static_cast<std::uint64_t>(AF_PACKET), 0xffffffff}}});
+    for (const bool reports : {true, false}) {
+        CAPTURE(reports);
+        auto filter = isolate::SeccompFilter::compile(policy, reports);
+        REQUIRE(filter->reports_sockets() == reports);
+        auto spec = test::probe({"socket", std::to_string(AF_PACKET)});
+        spec.seccomp = filter;
+        auto result = test::sandbox().run(spec);
+        CHECK(result.status == Status::syscall_blocked);
+        CHECK(result.message == "blocked syscall: socket");
+        spec = test::probe({"socket", std::to_string(AF_NETLINK)});
+        spec.seccomp = filter;
+        CHECK(test::sandbox().run(spec).stdout_data ==
+              "socket " + std::to_string(AF_NETLINK) + " made\n");
+    }
+}
+
 TEST_CASE("kill(-1, SIGKILL) inside harms nothing outside") {
     pid_t bystander = fork();
     if (bystander == 0) {
@@ -444,6 +468,16 @@ TEST_CASE("a slot keeps its network namespace only while its runs leave no trace
         CHECK(sandbox.netns_stats().kept == littered.kept + 1);
         CHECK(sandbox.netns_stats().kept_unix_only == littered.kept_unix_only);
         CHECK(run({"net-state"}) == fresh);
+    }
+    SUBCASE("a filter without socket reports: the full look, then kept") {
+        auto spec = test::probe({"net-state"});
+        spec.slot = 5;
+        spec.seccomp = isolate::SeccompFilter::compile(test::default_policy(), false);
+        CHECK(sandbox.run(spec).stdout_data == fresh);
+        const auto looked = sandbox.netns_stats();
+        CHECK(run({"netns"}) == netns);
+        CHECK(sandbox.netns_stats().kept == looked.kept + 1);
+        CHECK(sandbox.netns_stats().kept_unix_only == looked.kept_unix_only);
     }
     SUBCASE("a netlink socket alone: reported too, so the full look, then kept") {
         // Some families that are not inet make inet sockets inside the kernel (AF_SMC,

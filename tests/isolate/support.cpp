@@ -83,9 +83,13 @@ isolate::Sandbox& sandbox() {
     return instance;
 }
 
+isolate::SeccompPolicy default_policy() {
+    return sandboxd::load_seccomp_profile(fs::path(SBX_SECCOMP_DIR) / "default.json");
+}
+
 std::shared_ptr<const isolate::SeccompFilter> default_filter() {
-    static auto filter = isolate::SeccompFilter::compile(
-        sandboxd::load_seccomp_profile(fs::path(SBX_SECCOMP_DIR) / "default.json"));
+    // With socket reports, as the daemon compiles it where namespaces are kept.
+    static auto filter = isolate::SeccompFilter::compile(default_policy(), true);
     return filter;
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "isolate/sandbox.h"
+#include "isolate/seccomp.h"
 
 namespace test {
 
@@ -33,6 +34,8 @@ class TempRootfs {
 // The rootfs directory: /usr, /bin, /lib... from the host, plus /probe with sbx-probe.
 const std::string& rootfs();
 isolate::Sandbox& sandbox();
+// seccomp-profiles/default.json, and the daemon's filter of it.
+isolate::SeccompPolicy default_policy();
 std::shared_ptr<const isolate::SeccompFilter> default_filter();
 // The cgroup subtree this test binary uses (unique per process).
 const std::string& cgroup_subtree();

@@ -512,6 +512,9 @@ int main(int argc, char** argv) {
         long r;
         __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
         printf("i386 returned %ld\n", r);
+    } else if (!strcmp(cmd, "socket") && argc > 2) {
+        int fd = socket(atoi(argv[2]), SOCK_DGRAM, 0);
+        printf("socket %s %s\n", argv[2], fd >= 0 ? "made" : strerrorname_np(errno));
     } else if (!strcmp(cmd, "vsock")) {
         int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
         printf("vsock %s\n", fd >= 0 ? "made" : strerrorname_np(errno));

@@ -524,6 +524,7 @@ TEST_CASE("SeccompFilter::compile") {
         for (const SeccompRule& rule :
              {socket_rule("socket", Op::eq, 0, AF_VSOCK),  // 64-bit, where the kernel reads an int
               socket_rule("socket", Op::masked_eq, 0, AF_VSOCK, 0xff),
+              socket_rule("socket", Op::masked_eq, 0, 0x1'00000000 | AF_VSOCK),  // never matches
               socket_rule("socketpair", Op::masked_eq, 1, SOCK_RAW),
               socket_rule("socket", Op::masked_eq, 0, AF_UNIX),  // refuses what passes unseen
               SeccompRule{"socket", {SeccompAction::Kind::kill, 0}, {}},
@@ -537,6 +538,17 @@ TEST_CASE("SeccompFilter::compile") {
         policy.rules = {no_io_uring};
         policy.default_action = {SeccompAction::Kind::errno_, EPERM};
         CHECK_FALSE(reports(policy));
+        // An allow rule repeats the default, so it is a no-op beside another action for the
+        // same family, with reports as without.
+        policy = {};
+        policy.rules = {no_io_uring, socket_rule("socket", Op::masked_eq, 0, AF_PACKET),
+                        SeccompRule{"socket",
+                                    {SeccompAction::Kind::allow, 0},
+                                    {{Op::masked_eq, 0, AF_PACKET, 0xffffffff}}}};
+        CHECK(reports(policy));
+        CHECK(is_errno(*SeccompFilter::compile(policy)->socket_verdict(
+                           SYS_socket, AUDIT_ARCH_X86_64, AF_PACKET),
+                       EPERM));
     }
     SUBCASE("a socket report's verdict is the policy's") {
         const SeccompPolicy policy = default_policy();
@@ -735,6 +747,9 @@ class ListenedChild {
         return notif;
     }
 
+    // As when the supervisor stops listening.
+    void close_listener() { listener_.reset(); }
+
   private:
     std::optional<Child> child_;
     isolate::UniqueFd listener_;
@@ -806,6 +821,84 @@ TEST_CASE("kernel: every socket but a unix one is reported, and gets the policy'
     }
     const int status = child.wait();
     CHECK_MESSAGE((WIFEXITED(status) && WEXITSTATUS(status) == 0), describe_status(status));
+}
+
+TEST_CASE("kernel: a report nobody answers fails with ENOSYS and makes nothing") {
+    const auto filter = SeccompFilter::compile(default_policy());
+    ListenedChild child(*filter, [] {
+        // AF_UNIX, but a high bit makes the 64-bit comparison report it.
+        const long fd = syscall(SYS_socket, 0x1'00000000 | AF_UNIX, SOCK_DGRAM, 0);
+        _exit(fd < 0 && errno == ENOSYS ? 0 : 1);
+    });
+    const seccomp_notif notif = child.next();
+    CHECK(notif.data.args[0] == (0x1'00000000 | AF_UNIX));
+    child.close_listener();
+    const int status = child.wait();
+    CHECK_MESSAGE((WIFEXITED(status) && WEXITSTATUS(status) == 0), describe_status(status));
+}
+
+namespace {
+
+// What socket(domain, SOCK_DGRAM, 0) comes to under `filter`, with this process in the
+// supervisor's place (reports answered with their verdict, any other notification a kill):
+// "made", the errno's name, or "killed".
+std::string socket_outcome(const SeccompFilter& filter, std::uint64_t domain) {
+    ListenedChild child(filter, [domain] {
+        const long fd = syscall(SYS_socket, domain, SOCK_DGRAM, 0);
+        _exit(fd >= 0 ? 0 : errno);
+    });
+    for (;;) {
+        pollfd pfd{child.listener(), POLLIN, 0};
+        REQUIRE_MESSAGE(poll(&pfd, 1, 10'000) == 1, "neither a notification nor an exit");
+        if (!(pfd.revents & POLLIN)) break;  // POLLHUP: the child is gone
+        seccomp_notif notif{};
+        if (ioctl(child.listener(), SECCOMP_IOCTL_NOTIF_RECV, &notif) != 0) break;
+        const auto verdict = filter.socket_verdict(static_cast<int>(notif.data.nr), notif.data.arch,
+                                                   notif.data.args[0]);
+        if (!verdict || verdict->kind == SeccompAction::Kind::kill) {
+            ::kill(child.pid(), SIGKILL);
+            child.wait();
+            return "killed";
+        }
+        answer_report(filter, child.listener(), notif);
+    }
+    const int status = child.wait();
+    if (!WIFEXITED(status)) return describe_status(status);
+    return WEXITSTATUS(status) == 0 ? "made" : strerrorname_np(WEXITSTATUS(status));
+}
+
+}  // namespace
+
+// The filter leaves a reporting profile's socket rules to the supervisor; what a program
+// gets must not change.
+TEST_CASE("kernel: socket calls come to the same with reports as with the rules in the filter") {
+    SeccompPolicy policy = default_policy();  // AF_VSOCK: EAFNOSUPPORT
+    auto family_rule = [](SeccompAction action, int family) {
+        return SeccompRule{"socket",
+                           action,
+                           {{SeccompArgCondition::Op::masked_eq, 0,
+                             static_cast<std::uint64_t>(family), 0xffffffff}}};
+    };
+    policy.rules.push_back(family_rule({SeccompAction::Kind::kill, 0}, AF_PACKET));
+    policy.rules.push_back(family_rule({SeccompAction::Kind::errno_, EACCES}, AF_INET6));
+    // A no-op allow beside an errno for the same family: the errno holds either way.
+    policy.rules.push_back(family_rule({SeccompAction::Kind::allow, 0}, AF_NETLINK));
+    policy.rules.push_back(family_rule({SeccompAction::Kind::errno_, EPERM}, AF_NETLINK));
+    const auto reporting = SeccompFilter::compile(policy, true);
+    const auto in_filter = SeccompFilter::compile(policy, false);
+    REQUIRE(reporting->reports_sockets());
+    REQUIRE_FALSE(in_filter->reports_sockets());
+    const std::pair<int, const char*> expected[] = {
+        {AF_UNIX, "made"},     {AF_INET, "made"},     {AF_INET6, "EACCES"},
+        {AF_NETLINK, "EPERM"}, {AF_PACKET, "killed"}, {AF_VSOCK, "EAFNOSUPPORT"}};
+    for (const auto& [family, outcome] : expected) {
+        for (const std::uint64_t high : {0ull, 0xffffffff'00000000ull}) {
+            CAPTURE(family);
+            CAPTURE(high);
+            CHECK(socket_outcome(*in_filter, high | family) == outcome);
+            CHECK(socket_outcome(*reporting, high | family) == outcome);
+        }
+    }
 }
 
 namespace {

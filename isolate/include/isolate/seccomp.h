@@ -45,7 +45,7 @@ class SeccompFilter {
   public:
     // `report_sockets`: make the filter one that reports_sockets() where the policy allows;
     // worth it only where network namespaces are kept from run to run (each report costs the
-    // program ~15 µs per socket).
+    // program 10 to 15 µs per socket on Linux 6.6 and later, 40 to 60 µs before).
     static std::shared_ptr<const SeccompFilter> compile(const SeccompPolicy& policy,
                                                         bool report_sockets = true);
 
@@ -76,8 +76,9 @@ class SeccompFilter {
     std::vector<sock_filter> instructions_;
     sock_fprog program_{};
     bool reports_sockets_ = false;
-    // The policy's rules for socket and socketpair of a filter that reports_sockets():
-    // (syscall number, family) -> action; any other family gets the default, allow.
+    // The policy's rules for socket and socketpair of a filter that reports_sockets(), but
+    // those that repeat the default: (syscall number, family) -> action; any other family
+    // gets the default, allow.
     std::map<std::pair<int, std::uint32_t>, SeccompAction> socket_rules_;
 };
 
