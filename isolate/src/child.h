@@ -35,8 +35,9 @@ bool drop_capabilities(const ChildPlan& plan, ChildFailure& failure) noexcept;
 
 bool bring_up_loopback(ChildFailure& failure) noexcept;
 
-// The program's process: stdio, limits, seccomp, execve. Never returns. `init_cpu_ns` is pid 1's
-// CPU time at the fork, reported with the exec message as part of the setup cost.
+// The program's process: stdio, limits, execve, under pid 1's seccomp filter. Never returns.
+// `init_cpu_ns` is pid 1's CPU time at the fork, reported with the exec message as part of the
+// setup cost.
 [[noreturn]] void exec_program(const ChildPlan& plan, int workdir_fd,
                                std::uint64_t init_cpu_ns) noexcept;
 

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -119,8 +120,8 @@ enum class ChildStep : std::uint32_t {
     program_rlimit,
     program_affinity,
     program_signals,
-    program_seccomp,
-    program_send_listener,
+    install_seccomp,
+    send_listener,
     program_exec,
     collect_file,
 };
@@ -131,11 +132,12 @@ const char* to_string(ChildStep step);
 enum class ControlType : std::uint32_t {
     go = 1,  // supervisor -> init: maps written, cgroup joined
     error,   // init or program -> supervisor: a setup step failed
-    exec,    // program -> supervisor: about to execve; carries the seccomp listener fd
+    exec,    // program -> supervisor: about to execve
     exited,  // init -> supervisor: the program's wait status
     file,    // init -> supervisor: a collected file; carries its fd (or an errno)
     done,    // init -> supervisor: everything sent
-    ready,   // init -> supervisor: the sandbox is built; waiting for the program's part of the plan
+    ready,   // init -> supervisor: the sandbox is built and filtered; waiting for the program's
+             // part of the plan; carries the seccomp listener fd
     start,   // supervisor -> init: the program's part of the plan is filled in; run it
 };
 
@@ -163,6 +165,9 @@ struct SandboxShape {
     std::uint64_t memory_bytes = 0;
     std::uint64_t max_processes = 0;
     double cpus = 0;
+    // Installed in pid 1 before it is ready, so that no filter is compiled into the kernel
+    // on the request's path; pid 1 and the program's process before its execve run under it.
+    std::shared_ptr<const SeccompFilter> seccomp;
 
     static SandboxShape of(const RunSpec& spec);
     bool operator==(const SandboxShape&) const = default;

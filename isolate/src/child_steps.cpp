@@ -72,9 +72,9 @@ const char* to_string(ChildStep step) {
             return "reset signal handling";
         case ChildStep::program_affinity:
             return "give the program its CPUs";
-        case ChildStep::program_seccomp:
+        case ChildStep::install_seccomp:
             return "install the seccomp filter";
-        case ChildStep::program_send_listener:
+        case ChildStep::send_listener:
             return "hand over the seccomp listener";
         case ChildStep::program_exec:
             return "execve";

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 
 #include "child.h"
 #include "control.h"
+#include "isolate/seccomp.h"
 
 namespace isolate {
 namespace {
@@ -222,12 +224,32 @@ void run_init(const ChildPlan& plan) noexcept {
         die_reporting(plan, failure);
     }
     if (!drop_capabilities(plan, failure)) die_reporting(plan, failure);
+    // Now, not in the program's process: compiling the filter into the kernel (checks, JIT,
+    // the always-allowed cache) is ~0.13 ms, off the request's path for a sandbox built
+    // ahead. Everything from here on, ours and the program's, runs under it; the supervisor
+    // tells a call it blocks for us or for the program's setup from one of the program's.
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+        fail(failure, ChildStep::no_new_privs);
+        die_reporting(plan, failure);
+    }
+    const long listener = ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                                    SECCOMP_FILTER_FLAG_NEW_LISTENER, plan.seccomp->program());
+    if (listener < 0) {
+        fail(failure, ChildStep::install_seccomp);
+        die_reporting(plan, failure);
+    }
 
-    // Everything above depends only on the sandbox's shape (rootfs, mounts, limits), not on
-    // the program. A sandbox prepared ahead of its request idles here until the supervisor
-    // has filled in the program's part of the plan (files, argv, environment, seccomp).
+    // Everything above depends only on the sandbox's shape (rootfs, mounts, limits, filter),
+    // not on the program. A sandbox prepared ahead of its request idles here until the
+    // supervisor has filled in the program's part of the plan (files, argv, environment).
     ::prctl(PR_SET_NAME, kIdleName, 0, 0, 0);
-    send_or_die(plan, {ControlType::ready, ChildStep::wait_for_go, 0, 0, 0});
+    // Without its listener the supervisor could not name a blocked syscall; fail closed.
+    if (!send_control(plan.control_fd, {ControlType::ready, ChildStep::wait_for_go, 0, 0, 0},
+                      static_cast<int>(listener))) {
+        fail(failure, ChildStep::send_listener);
+        die_reporting(plan, failure);
+    }
+    ::close(static_cast<int>(listener));
     if (!wait_for(plan.control_fd, ControlType::start)) ::_exit(125);
     ::prctl(PR_SET_NAME, kBusyName, 0, 0, 0);
     // The working directory is owned by our (inside) uid, so no capability is needed here.

@@ -76,7 +76,8 @@ SandboxShape SandboxShape::of(const RunSpec& spec) {
             spec.limits.tmpfs_bytes,
             spec.limits.memory_bytes,
             spec.limits.max_processes,
-            spec.limits.cpus};
+            spec.limits.cpus,
+            spec.seccomp};
 }
 
 ChildPlan make_sandbox_plan(const SandboxShape& shape, uid_t inside_id, int last_capability) {
@@ -86,6 +87,8 @@ ChildPlan make_sandbox_plan(const SandboxShape& shape, uid_t inside_id, int last
     ChildPlan plan;
     plan.inside_id = inside_id;
     plan.last_capability = last_capability;
+    if (!shape.seccomp) throw SetupError("no seccomp filter given; runs are never unfiltered");
+    plan.seccomp = shape.seccomp.get();
 
     std::error_code ec;
     auto rootfs = std::filesystem::canonical(shape.rootfs, ec);
@@ -118,8 +121,9 @@ ChildPlan make_sandbox_plan(const SandboxShape& shape, uid_t inside_id, int last
 
 void plan_program(const RunSpec& spec, ChildPlan& plan) {
     if (spec.argv.empty() || spec.argv[0].empty()) throw SetupError("argv is empty");
-    if (!spec.seccomp) throw SetupError("no seccomp filter given; runs are never unfiltered");
-    plan.seccomp = spec.seccomp.get();
+    // pid 1 installed the sandbox's filter before it was ready (SandboxShape::seccomp).
+    if (spec.seccomp.get() != plan.seccomp)
+        throw SetupError("the run's seccomp filter is not the one its sandbox was built with");
 
     std::set<std::string> dirs;
     std::set<std::string> seen_files;

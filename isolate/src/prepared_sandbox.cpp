@@ -168,10 +168,15 @@ bool PreparedSandbox::wait_until_ready(std::chrono::milliseconds timeout, std::s
         if (ready < 0 && errno == EINTR) continue;
         if (ready < 0) return fail(std::string("poll: ") + std::strerror(errno));
         if (ready == 0) continue;  // the deadline check above ends it
-        auto message = receive_control(control.get(), nullptr);
+        UniqueFd passed;
+        auto message = receive_control(control.get(), &passed);
         if (!message && errno == EAGAIN) continue;
         if (!message) return fail("the sandbox's pid 1 ended before it was ready");
-        if (message->type == ControlType::ready) return true;
+        if (message->type == ControlType::ready) {
+            if (!passed) return fail("the sandbox sent no seccomp listener");
+            listener = std::move(passed);
+            return true;
+        }
         if (message->type == ControlType::error)
             return fail(std::string("sandbox setup failed: ") + to_string(message->step) + ": " +
                         std::strerror(message->error));

@@ -2,9 +2,10 @@
 
 // A sandbox built up to the point where only the program is missing: its cgroup with limits,
 // its stdio pipes and control socket, and pid 1 in fresh namespaces with the filesystem
-// mounted, pivoted into, and every capability dropped, waiting for `start`.
+// mounted, pivoted into, every capability dropped and the seccomp filter installed, waiting
+// for `start`.
 //
-// Nothing here depends on the program (files, argv, environment, seccomp), so a slot can
+// Nothing here depends on the program (files, argv, environment), so a slot can
 // build its next sandbox between requests, off the request's path, when it expects the same
 // shape again. Each one is used by exactly one run and then destroyed: a sandbox prepared
 // ahead has run none of anyone's code, only ours.
@@ -98,6 +99,9 @@ class PreparedSandbox {
     std::unique_ptr<cgroup::RunCgroup> cgroup;
     Pipe stdin_pipe, stdout_pipe, stderr_pipe;
     UniqueFd control;
+    // The seccomp listener pid 1 sends with `ready`, once wait_until_ready saw it; the
+    // supervisor takes it.
+    UniqueFd listener;
     std::unique_ptr<SandboxProcess> process;
 
   private:

@@ -1,8 +1,6 @@
 // The sandboxed program's own process, forked by init: last setup, then execve.
 
-#include <linux/seccomp.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -11,7 +9,6 @@
 
 #include "child.h"
 #include "control.h"
-#include "isolate/seccomp.h"
 
 namespace isolate {
 namespace {
@@ -53,22 +50,14 @@ bool apply_rlimits(const ChildPlan& plan, ChildFailure& failure) noexcept {
     return true;
 }
 
-bool install_seccomp(const ChildPlan& plan, std::uint64_t init_cpu_ns,
-                     ChildFailure& failure) noexcept {
-    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        return fail(failure, ChildStep::no_new_privs);
-    long listener = ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                              SECCOMP_FILTER_FLAG_NEW_LISTENER, plan.seccomp->program());
-    if (listener < 0) return fail(failure, ChildStep::program_seccomp);
-    // Without its listener the supervisor could not name a blocked syscall; fail closed.
+// The seccomp filter and no_new_privs came from pid 1 (init.cpp). Sent last before execve,
+// so the supervisor has it before any call of the program's reaches it.
+bool announce_exec(const ChildPlan& plan, std::uint64_t init_cpu_ns,
+                   ChildFailure& failure) noexcept {
     ControlMessage message{ControlType::exec, ChildStep::program_exec, 0, 0, 0};
     message.cpu_ns = init_cpu_ns + static_cast<std::uint64_t>(clock_ns(CLOCK_PROCESS_CPUTIME_ID));
     message.monotonic_ns = clock_ns(CLOCK_MONOTONIC);
-    bool sent = send_control(plan.control_fd, message, static_cast<int>(listener));
-    int saved = errno;
-    ::close(static_cast<int>(listener));
-    errno = saved;
-    if (!sent) return fail(failure, ChildStep::program_send_listener);
+    if (!send_control(plan.control_fd, message)) return fail(failure, ChildStep::program_exec);
     return true;
 }
 
@@ -96,7 +85,7 @@ void exec_program(const ChildPlan& plan, int workdir_fd, std::uint64_t init_cpu_
         fail(failure, ChildStep::program_affinity);
         die_reporting(plan, failure);
     }
-    if (!apply_rlimits(plan, failure) || !install_seccomp(plan, init_cpu_ns, failure))
+    if (!apply_rlimits(plan, failure) || !announce_exec(plan, init_cpu_ns, failure))
         die_reporting(plan, failure);
 
     // execvp's rules: skip PATH entries where the file is missing; report EACCES if some

@@ -149,6 +149,7 @@ class Supervisor {
     void on_exec(const ControlMessage& message);
     void check_cpu();
     void kill_sandbox();
+    void adopt_listener(UniqueFd listener);
     void fail(std::string message);
     void collect_file(int index, int error, UniqueFd fd);
 
@@ -173,6 +174,7 @@ class Supervisor {
     bool init_dead_ = false;
     bool done_seen_ = false;
     bool socket_let_through_ = false;
+    bool listener_received_ = false;
     std::uint64_t cpu_baseline_ns_ = 0;         // setup's CPU, charged to the cgroup before execve
     std::uint64_t init_cpu_after_fork_ns_ = 0;  // pid 1's own, reported when it is done
     Clock::time_point wall_start_, wall_end_;
@@ -211,6 +213,8 @@ void Supervisor::start() {
     set_nonblocking(stdout_.read_end.get());
     set_nonblocking(stderr_.read_end.get());
     if (spec_.stdin_data.empty()) stdin_.write_end.reset();
+    // Built ahead: wait_until_ready took the listener from `ready`.
+    if (box_.listener) adopt_listener(std::move(box_.listener));
     if (box_.started()) return;
     box_.fill_in_program(spec_);
     box_.start();
@@ -300,15 +304,19 @@ void Supervisor::handle_control() {
         }
         switch (message->type) {
             case ControlType::exec:
+                if (!listener_received_) {
+                    fail("the sandbox sent no seccomp listener");
+                    break;
+                }
+                on_exec(*message);
+                break;
+            case ControlType::ready:
+                // Built on the request's path: pid 1's listener arrives here.
                 if (!passed) {
                     fail("the sandbox sent no seccomp listener");
                     break;
                 }
-                listener_ = std::move(passed);
-                // Linux 6.6+: a reporting task hands its CPU straight to this thread, which
-                // saves a wake-up per reported socket; older kernels refuse, which is fine.
-                ::ioctl(listener_.get(), kNotifSetFlags, kNotifSyncWakeUp);
-                on_exec(*message);
+                adopt_listener(std::move(passed));
                 break;
             case ControlType::error: {
                 std::string detail = to_string(message->step);
@@ -336,11 +344,18 @@ void Supervisor::handle_control() {
                 done_seen_ = true;
                 break;
             case ControlType::go:
-            case ControlType::ready:
             case ControlType::start:
                 break;
         }
     }
+}
+
+void Supervisor::adopt_listener(UniqueFd listener) {
+    listener_ = std::move(listener);
+    listener_received_ = true;
+    // Linux 6.6+: a reporting task hands its CPU straight to this thread, which saves a
+    // wake-up per reported socket; older kernels refuse, which is fine.
+    ::ioctl(listener_.get(), kNotifSetFlags, kNotifSyncWakeUp);
 }
 
 void Supervisor::on_exec(const ControlMessage& message) {
@@ -402,9 +417,17 @@ void Supervisor::handle_listener() {
         if (sent != 0 && errno != ENOENT) listener_.reset();
         return;
     }
-    if (!facts_.blocked_syscall)
-        facts_.blocked_syscall = syscall_name(notification.data.nr, notification.data.arch);
     // The call stays blocked in the kernel until the task dies; it never runs.
+    const std::string name = syscall_name(notification.data.nr, notification.data.arch);
+    // pid 1 and the program's process before its execve run under the filter too. The
+    // process announces the execve before making it, so once a notification is here, a
+    // pending announcement is already queued: read it first.
+    if (!exec_seen_ && control_) handle_control();
+    if (!exec_seen_ || notification.pid == static_cast<__u32>(process_->pid())) {
+        fail("the seccomp profile blocks " + name + ", which the sandbox's own setup needs");
+        return;
+    }
+    if (!facts_.blocked_syscall) facts_.blocked_syscall = name;
     kill_sandbox();
 }
 

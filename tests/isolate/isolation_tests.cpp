@@ -360,6 +360,27 @@ TEST_CASE("AF_VSOCK sockets cannot be made") {
     CHECK(result.stdout_data == "vsock EAFNOSUPPORT\n");
 }
 
+// pid 1 installs the filter before it is ready, so its own later calls and those of the
+// program's process before execve run under it too. A profile that blocks one of them is
+// the operator's mistake, not the program's.
+TEST_CASE(
+    "a profile that blocks a call of the sandbox's own setup fails the run, not the program") {
+    // setsid: the program's process before its execve; wait4: pid 1, while the program runs.
+    for (const char* name : {"setsid", "wait4"}) {
+        CAPTURE(name);
+        isolate::SeccompPolicy policy = test::default_policy();
+        policy.rules.push_back({name, {isolate::SeccompAction::Kind::kill, 0}, {}});
+        auto spec = test::probe({"hello"});
+        spec.seccomp = isolate::SeccompFilter::compile(policy, true);
+        auto result = test::sandbox().run(spec);
+        CHECK(result.status == Status::internal_error);
+        CHECK_MESSAGE(
+            result.message.find(std::string("the seccomp profile blocks ") + name +
+                                ", which the sandbox's own setup needs") != std::string::npos,
+            result.message);
+    }
+}
+
 // With socket reports the filter leaves the profile's socket rules to the supervisor, which
 // must apply a kill as the filter would.
 TEST_CASE("a socket family the profile kills ends the run as a blocked syscall") {

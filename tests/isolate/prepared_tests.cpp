@@ -111,6 +111,19 @@ TEST_CASE("a run of another shape builds its own sandbox with its own limits" *
     REQUIRE(std::sscanf(result.stdout_data.c_str(), "%lu %lu", &blocks, &block_size) == 2);
     CHECK(blocks * block_size == 8ul << 20);
 
+    // So is the seccomp filter, which pid 1 installed before it was ready.
+    sandbox.prepare_slot(kSlot);
+    isolate::SeccompPolicy policy = test::default_policy();
+    policy.rules.push_back({"getpid", {isolate::SeccompAction::Kind::kill, 0}, {}});
+    auto stricter = test::probe({"syscall", "getpid"});
+    stricter.slot = kSlot;
+    stricter.seccomp = isolate::SeccompFilter::compile(policy, true);
+    before = sandbox.prepared_stats();
+    result = sandbox.run(stricter);
+    CHECK(sandbox.prepared_stats().discarded == before.discarded + 1);
+    CHECK(result.status == Status::syscall_blocked);
+    CHECK(result.message == "blocked syscall: getpid");
+
     // A memory limit is part of the shape too: the prepared cgroup's would be wrong.
     sandbox.prepare_slot(kSlot);
     auto hungry = test::probe({"hog", "1024"});
