@@ -122,6 +122,7 @@ enum class ChildStep : std::uint32_t {
     program_signals,
     install_seccomp,
     send_listener,
+    announce_exec,
     program_exec,
     collect_file,
 };

@@ -74,6 +74,8 @@ const char* to_string(ChildStep step) {
             return "give the program its CPUs";
         case ChildStep::install_seccomp:
             return "install the seccomp filter";
+        case ChildStep::announce_exec:
+            return "tell the supervisor the program starts";
         case ChildStep::send_listener:
             return "hand over the seccomp listener";
         case ChildStep::program_exec:

@@ -224,6 +224,7 @@ void run_init(const ChildPlan& plan) noexcept {
         die_reporting(plan, failure);
     }
     if (!drop_capabilities(plan, failure)) die_reporting(plan, failure);
+    ::prctl(PR_SET_NAME, kIdleName, 0, 0, 0);
     // Now, not in the program's process: compiling the filter into the kernel (checks, JIT,
     // the always-allowed cache) is ~0.13 ms, off the request's path for a sandbox built
     // ahead. Everything from here on, ours and the program's, runs under it; the supervisor
@@ -242,7 +243,6 @@ void run_init(const ChildPlan& plan) noexcept {
     // Everything above depends only on the sandbox's shape (rootfs, mounts, limits, filter),
     // not on the program. A sandbox prepared ahead of its request idles here until the
     // supervisor has filled in the program's part of the plan (files, argv, environment).
-    ::prctl(PR_SET_NAME, kIdleName, 0, 0, 0);
     // Without its listener the supervisor could not name a blocked syscall; fail closed.
     if (!send_control(plan.control_fd, {ControlType::ready, ChildStep::wait_for_go, 0, 0, 0},
                       static_cast<int>(listener))) {

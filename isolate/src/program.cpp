@@ -57,7 +57,7 @@ bool announce_exec(const ChildPlan& plan, std::uint64_t init_cpu_ns,
     ControlMessage message{ControlType::exec, ChildStep::program_exec, 0, 0, 0};
     message.cpu_ns = init_cpu_ns + static_cast<std::uint64_t>(clock_ns(CLOCK_PROCESS_CPUTIME_ID));
     message.monotonic_ns = clock_ns(CLOCK_MONOTONIC);
-    if (!send_control(plan.control_fd, message)) return fail(failure, ChildStep::program_exec);
+    if (!send_control(plan.control_fd, message)) return fail(failure, ChildStep::announce_exec);
     return true;
 }
 

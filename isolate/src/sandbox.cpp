@@ -150,6 +150,8 @@ class Supervisor {
     void check_cpu();
     void kill_sandbox();
     void adopt_listener(UniqueFd listener);
+    // Lets the notified call run (error 0) or fails it with `error`.
+    void answer_notification(std::uint64_t id, int error);
     void fail(std::string message);
     void collect_file(int index, int error, UniqueFd fd);
 
@@ -304,6 +306,8 @@ void Supervisor::handle_control() {
         }
         switch (message->type) {
             case ControlType::exec:
+                // Not listener_ itself: by the time this is read, a short run may be over and
+                // its listener dropped at POLLHUP.
                 if (!listener_received_) {
                     fail("the sandbox sent no seccomp listener");
                     break;
@@ -394,41 +398,51 @@ void Supervisor::handle_listener() {
         if (errno != ENOENT && errno != EINTR) listener_.reset();
         return;
     }
+    // pid 1 installs the filter before it is ready, so its own calls after that, and those
+    // of the program's process before its execve, come here too. That process announces the
+    // execve before making it, so once any of the program's calls is here, the announcement
+    // is already queued: read it first. pid 1's pid cannot be reused while it is unreaped.
+    if (!exec_seen_ && control_) handle_control();
+    const bool ours = !exec_seen_ || notification.pid == static_cast<__u32>(process_->pid());
     const auto verdict = plan_.seccomp->socket_verdict(
         static_cast<int>(notification.data.nr), notification.data.arch, notification.data.args[0]);
+    if (ours) {
+        // The profile confines the program, not the sandbox's own code, which ran unfiltered
+        // before the filter moved into pid 1 (compile() refuses errno rules for its calls).
+        if (verdict) socket_let_through_ = true;
+        answer_notification(notification.id, 0);
+        return;
+    }
     if (verdict && verdict->kind != SeccompAction::Kind::kill) {
         // A socket report: answered with the policy's action, which the filter left to us.
-        seccomp_notif_resp response;
-        std::memset(&response, 0, sizeof response);
-        response.id = notification.id;
-        if (verdict->kind == SeccompAction::Kind::allow) {
-            // Noted before it can run, for the network namespace's next look.
-            socket_let_through_ = true;
-            response.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-        } else {
-            response.error = -verdict->errno_value;
-        }
-        int sent;
-        do {
-            sent = ::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_SEND, &response);
-        } while (sent != 0 && errno == EINTR);
-        // ENOENT: the caller died meanwhile. Otherwise, without the listener, this call and
-        // every later report fail with ENOSYS rather than hang.
-        if (sent != 0 && errno != ENOENT) listener_.reset();
+        const bool allowed = verdict->kind == SeccompAction::Kind::allow;
+        // Noted before it can run, for the network namespace's next look.
+        if (allowed) socket_let_through_ = true;
+        answer_notification(notification.id, allowed ? 0 : verdict->errno_value);
         return;
     }
+    if (!facts_.blocked_syscall)
+        facts_.blocked_syscall = syscall_name(notification.data.nr, notification.data.arch);
     // The call stays blocked in the kernel until the task dies; it never runs.
-    const std::string name = syscall_name(notification.data.nr, notification.data.arch);
-    // pid 1 and the program's process before its execve run under the filter too. The
-    // process announces the execve before making it, so once a notification is here, a
-    // pending announcement is already queued: read it first.
-    if (!exec_seen_ && control_) handle_control();
-    if (!exec_seen_ || notification.pid == static_cast<__u32>(process_->pid())) {
-        fail("the seccomp profile blocks " + name + ", which the sandbox's own setup needs");
-        return;
-    }
-    if (!facts_.blocked_syscall) facts_.blocked_syscall = name;
     kill_sandbox();
+}
+
+void Supervisor::answer_notification(std::uint64_t id, int error) {
+    seccomp_notif_resp response;
+    std::memset(&response, 0, sizeof response);
+    response.id = id;
+    if (error == 0) {
+        response.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    } else {
+        response.error = -error;
+    }
+    int sent;
+    do {
+        sent = ::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_SEND, &response);
+    } while (sent != 0 && errno == EINTR);
+    // ENOENT: the caller died meanwhile. Otherwise, without the listener, this call and every
+    // later notification fail with ENOSYS rather than hang.
+    if (sent != 0 && errno != ENOENT) listener_.reset();
 }
 
 void Supervisor::handle_output(UniqueFd& fd, std::string& sink, bool& truncated) {

@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -111,6 +112,49 @@ std::string resolve(std::uint32_t scmp_arch, int number) {
     return std::string(name);
 }
 
+// The call pid 1 makes first after installing the filter: it hands the listener over. Were
+// it notified, pid 1 would wait on a listener only it holds.
+constexpr const char* kListenerHandover = "sendmsg";
+
+bool allowed_outright(const SeccompPolicy& policy, const std::string& name) {
+    return std::any_of(policy.rules.begin(), policy.rules.end(), [&](const SeccompRule& r) {
+        return r.syscall == name && r.conditions.empty() &&
+               r.action.kind == SeccompAction::Kind::allow;
+    });
+}
+
+// See sandbox_own_syscalls(): an errno for any of these would reach the sandbox's own code,
+// and so would any rule for the listener's handover.
+void reject_rules_for_own_syscalls(const SeccompPolicy& policy) {
+    const auto& own = sandbox_own_syscalls();
+    for (std::size_t i = 0; i < policy.rules.size(); ++i) {
+        const SeccompRule& rule = policy.rules[i];
+        if (rule.syscall == kListenerHandover && rule.action.kind != SeccompAction::Kind::allow)
+            throw SetupError("seccomp: " + describe(rule, i) +
+                             ": the sandbox's pid 1 hands the seccomp listener over with " +
+                             kListenerHandover +
+                             " under the filter, so it cannot be refused; "
+                             "refuse socket creation instead");
+        if (rule.action.kind == SeccompAction::Kind::errno_ &&
+            std::find(own.begin(), own.end(), rule.syscall) != own.end())
+            throw SetupError("seccomp: " + describe(rule, i) +
+                             " answers with an errno, but the sandbox's own setup calls " +
+                             rule.syscall +
+                             " under the filter; use kill (the sandbox's own calls are let "
+                             "through, the program's end the run) or a limit");
+    }
+    const auto default_kind = policy.default_action.kind;
+    if (default_kind == SeccompAction::Kind::allow) return;
+    for (const std::string& name : own) {
+        if ((default_kind == SeccompAction::Kind::errno_ || name == kListenerHandover) &&
+            !allowed_outright(policy, name))
+            throw SetupError(
+                "seccomp: the default action is not allow, but the sandbox's own "
+                "setup calls " +
+                name + " under the filter; allow it unconditionally");
+    }
+}
+
 // The kernel reads the domain of socket() and socketpair() as an int, so only the low 32
 // bits count.
 constexpr std::uint64_t kIntMask = 0xffffffff;
@@ -147,6 +191,37 @@ bool can_report_sockets(const SeccompPolicy& policy) {
 
 }  // namespace
 
+const std::vector<std::string>& sandbox_own_syscalls() {
+    // init.cpp after the install (the ready message, waiting for start, the input files, the
+    // program's spawn, waiting for it, killing the rest, collected files, exit) and
+    // program.cpp up to its execve. Keep in step with those two files.
+    static const std::vector<std::string> own = {"prctl",
+                                                 "sendmsg",
+                                                 "recvfrom",
+                                                 "close",
+                                                 "mkdirat",
+                                                 "openat2",
+                                                 "write",
+                                                 "clock_gettime",
+                                                 "mmap",
+                                                 "mprotect",
+                                                 "munmap",
+                                                 "rt_sigprocmask",
+                                                 "clone",
+                                                 "setsid",
+                                                 "rt_sigaction",
+                                                 "dup2",
+                                                 "close_range",
+                                                 "fchdir",
+                                                 "sched_setaffinity",
+                                                 "prlimit64",
+                                                 "wait4",
+                                                 "kill",
+                                                 "exit_group",
+                                                 "exit"};
+    return own;
+}
+
 std::optional<SeccompAction> SeccompFilter::socket_verdict(int number, std::uint32_t audit_arch,
                                                            std::uint64_t arg0) const {
     // The filter holds the native arch only (libseccomp's tokens are the AUDIT_ARCH values).
@@ -161,6 +236,7 @@ std::optional<SeccompAction> SeccompFilter::socket_verdict(int number, std::uint
 std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy& policy,
                                                             bool report_sockets) {
     reject_ambiguous_rules(policy);
+    reject_rules_for_own_syscalls(policy);
     auto filter = std::make_shared<SeccompFilter>();
     filter->reports_sockets_ = report_sockets && can_report_sockets(policy);
 

@@ -111,7 +111,11 @@ TEST_CASE("a run of another shape builds its own sandbox with its own limits" *
     REQUIRE(std::sscanf(result.stdout_data.c_str(), "%lu %lu", &blocks, &block_size) == 2);
     CHECK(blocks * block_size == 8ul << 20);
 
-    // So is the seccomp filter, which pid 1 installed before it was ready.
+    // So is the seccomp filter, which pid 1 installed before it was ready: the same run with
+    // a stricter filter does not take the sandbox built for it.
+    auto plain = test::probe({"syscall", "getpid"});
+    plain.slot = kSlot;
+    REQUIRE(sandbox.run(plain).stdout_data == "getpid returned 2 errno 0\n");
     sandbox.prepare_slot(kSlot);
     isolate::SeccompPolicy policy = test::default_policy();
     policy.rules.push_back({"getpid", {isolate::SeccompAction::Kind::kill, 0}, {}});
@@ -121,6 +125,7 @@ TEST_CASE("a run of another shape builds its own sandbox with its own limits" *
     before = sandbox.prepared_stats();
     result = sandbox.run(stricter);
     CHECK(sandbox.prepared_stats().discarded == before.discarded + 1);
+    CHECK(sandbox.prepared_stats().used == before.used);
     CHECK(result.status == Status::syscall_blocked);
     CHECK(result.message == "blocked syscall: getpid");
 

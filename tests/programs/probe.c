@@ -100,6 +100,8 @@ static const struct named_syscall syscalls[] = {
     {"name_to_handle_at", SYS_name_to_handle_at},
     {"ptrace", SYS_ptrace},
     {"getpid", SYS_getpid},
+    {"setsid", SYS_setsid},
+    {"wait4", SYS_wait4},
 };
 
 static int run_syscall(const char* name) {

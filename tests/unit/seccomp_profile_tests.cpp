@@ -490,7 +490,8 @@ TEST_CASE("SeccompFilter::compile") {
         SeccompPolicy policy;
         policy.default_action = {SeccompAction::Kind::kill, 0};
         policy.rules = {{"read", {SeccompAction::Kind::allow, 0}, {}},
-                        {"write", {SeccompAction::Kind::errno_, EPERM}, {}},
+                        {"sendmsg", {SeccompAction::Kind::allow, 0}, {}},  // sandbox_own_syscalls
+                        {"readv", {SeccompAction::Kind::errno_, EPERM}, {}},
                         {"mount", {SeccompAction::Kind::kill, 0}, {}}};  // no-op, skipped
         CHECK(SeccompFilter::compile(policy)->instruction_count() > 0);
     }
@@ -536,6 +537,8 @@ TEST_CASE("SeccompFilter::compile") {
             CHECK_FALSE(reports(policy));
         }
         policy.rules = {no_io_uring};
+        for (const std::string& own : isolate::sandbox_own_syscalls())
+            policy.rules.push_back({own, {SeccompAction::Kind::allow, 0}, {}});
         policy.default_action = {SeccompAction::Kind::errno_, EPERM};
         CHECK_FALSE(reports(policy));
         // An allow rule repeats the default, so it is a no-op beside another action for the
@@ -586,6 +589,40 @@ TEST_CASE("SeccompFilter::compile") {
             SYS_socket, AUDIT_ARCH_X86_64, AF_PACKET);
         REQUIRE(verdict);
         CHECK(is_kill(*verdict));
+    }
+    SUBCASE("an errno for a call of the sandbox's own setup is refused; a kill is not") {
+        // pid 1 installs the filter before the program starts (docs/sandbox.md).
+        for (const std::string& own : isolate::sandbox_own_syscalls()) {
+            CAPTURE(own);
+            SeccompPolicy policy;
+            policy.rules = {{own, {SeccompAction::Kind::errno_, EPERM}, {}}};
+            const std::string expected = own == "sendmsg" ? "hands the seccomp listener over"
+                                                          : "the sandbox's own setup calls " + own;
+            CHECK_THROWS_WITH_AS(SeccompFilter::compile(policy),
+                                 doctest::Contains(expected.c_str()), SetupError);
+            policy.rules = {{own, {SeccompAction::Kind::kill, 0}, {}}};
+            if (own == "sendmsg") {
+                // pid 1 hands the listener over with it, before anyone listens.
+                CHECK_THROWS_WITH_AS(SeccompFilter::compile(policy),
+                                     doctest::Contains("hands the seccomp listener over"),
+                                     SetupError);
+            } else {
+                CHECK(SeccompFilter::compile(policy)->instruction_count() > 0);
+            }
+        }
+        // An errno for anything else is fine (default.json's clone3, io_uring, AF_VSOCK).
+        CHECK(SeccompFilter::compile(default_policy())->instruction_count() > 0);
+        // With an errno default, each must be allowed outright.
+        SeccompPolicy strict;
+        strict.default_action = {SeccompAction::Kind::errno_, EPERM};
+        CHECK_THROWS_WITH_AS(SeccompFilter::compile(strict),
+                             doctest::Contains("the default action is not allow"), SetupError);
+        // With a kill default, only the listener's handover must be allowed outright.
+        strict.default_action = {SeccompAction::Kind::kill, 0};
+        CHECK_THROWS_WITH_AS(SeccompFilter::compile(strict),
+                             doctest::Contains("calls sendmsg under the filter"), SetupError);
+        strict.rules = {{"sendmsg", {SeccompAction::Kind::allow, 0}, {}}};
+        CHECK(SeccompFilter::compile(strict)->instruction_count() > 0);
     }
     SUBCASE("policies libseccomp would misread are refused") {
         SeccompPolicy policy;

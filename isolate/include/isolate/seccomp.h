@@ -82,6 +82,14 @@ class SeccompFilter {
     std::map<std::pair<int, std::uint32_t>, SeccompAction> socket_rules_;
 };
 
+// The calls the sandbox's own code makes under the filter, which pid 1 installs before it is
+// ready: pid 1's from then on, and those of the program's process before its execve. The
+// supervisor lets them through where the profile kills them (it tells them apart by pid and
+// by the program's "exec" message), but an errno happens in the kernel and would fail every
+// run, so compile() refuses a policy that answers one of them with an errno. `sendmsg`, which
+// hands the listener over, must not be refused at all.
+const std::vector<std::string>& sandbox_own_syscalls();
+
 // "mount" for the native syscall number; "syscall <n>" if libseccomp does not know it.
 std::string syscall_name(int number);
 // The name for a syscall number of the given audit arch (AUDIT_ARCH_*).
