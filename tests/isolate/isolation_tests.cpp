@@ -55,13 +55,16 @@ bool kernel_takes_int80() {
 
 }  // namespace
 
-TEST_CASE("capabilities are empty, NoNewPrivs is 1 and Seccomp is 2" * doctest::test_suite("vm")) {
+TEST_CASE("capabilities are empty, NoNewPrivs is 1 and Seccomp is 2 with one filter" *
+          doctest::test_suite("vm")) {
     auto result = test::sandbox().run(test::probe({"status"}));
     REQUIRE(result.status == Status::ok);
     for (const char* set : {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"})
         CHECK_MESSAGE(field(result.stdout_data, set) == "0000000000000000", set);
     CHECK(field(result.stdout_data, "NoNewPrivs") == "1");
     CHECK(field(result.stdout_data, "Seccomp") == "2");
+    // Exactly pid 1's, inherited: none stacked on it, none lost on the way.
+    CHECK(field(result.stdout_data, "Seccomp_filters") == "1");
     CHECK(field(result.stdout_data, "Uid") == "1000\t1000\t1000\t1000");
     CHECK(field(result.stdout_data, "Gid") == "1000\t1000\t1000\t1000");
     CHECK(field(result.stdout_data, "Groups") == "");

@@ -451,7 +451,7 @@ int main(int argc, char** argv) {
         char line[512];
         while (f && fgets(line, sizeof line, f))
             if (!strncmp(line, "Cap", 3) || !strncmp(line, "NoNewPrivs", 10) ||
-                !strncmp(line, "Seccomp:", 8) || !strncmp(line, "Uid", 3) ||
+                !strncmp(line, "Seccomp", 7) || !strncmp(line, "Uid", 3) ||
                 !strncmp(line, "Gid", 3) || !strncmp(line, "Groups", 6))
                 fputs(line, stdout);
     } else if (!strcmp(cmd, "cat")) {
