@@ -201,6 +201,8 @@ RunResult Supervisor::run() {
         result_.memory_bytes = usage.memory_peak_bytes;
     } catch (const std::exception& error) {
         if (!facts_.setup_error) facts_.setup_error = error.what();
+        // Nothing watches the sandbox any more (its time limits, its notifications).
+        kill_sandbox();
     }
     decide_verdict(facts_, spec_.limits, result_);
     if (result_.status == Status::internal_error) result_.collected.clear();
@@ -301,11 +303,22 @@ void Supervisor::handle_control() {
         UniqueFd passed;
         auto message = receive_control(control_.get(), &passed);
         if (!message) {
-            if (errno == 0) control_.reset();  // EOF: every sandbox process is gone
+            if (errno == 0 || errno == ECONNRESET) {
+                // EOF: every sandbox process is gone. ECONNRESET: the same, with messages of
+                // ours left unread (a killed pid 1); the kernel delivers what was queued first.
+                control_.reset();
+            } else if (errno != EAGAIN) {
+                // An "exec" left unread would make the program's calls look like ours.
+                const int error = errno;
+                control_.reset();
+                fail(std::string("control socket: ") + std::strerror(error));
+            }
             return;
         }
         switch (message->type) {
             case ControlType::exec:
+                // Set before anything else: from here on, calls are the program's.
+                exec_seen_ = true;
                 // Not listener_ itself: by the time this is read, a short run may be over and
                 // its listener dropped at POLLHUP.
                 if (!listener_received_) {
@@ -409,6 +422,8 @@ void Supervisor::handle_listener() {
     if (ours) {
         // The profile confines the program, not the sandbox's own code, which ran unfiltered
         // before the filter moved into pid 1 (compile() refuses errno rules for its calls).
+        // Not once the run is being ended: the call stays blocked until the kill lands.
+        if (facts_.killed_by_supervisor) return;
         if (verdict) socket_let_through_ = true;
         answer_notification(notification.id, 0);
         return;
