@@ -174,11 +174,12 @@ struct SandboxShape {
     bool operator==(const SandboxShape&) const = default;
 };
 
-// The plan's sandbox part (rootfs, mountpoints, tmpfs options); throws SetupError on
-// anything it cannot represent safely.
+// The plan's sandbox part (rootfs, mountpoints, tmpfs options, the seccomp filter); throws
+// SetupError on anything it cannot represent safely.
 ChildPlan make_sandbox_plan(const SandboxShape& shape, uid_t inside_id, int last_capability);
 // Fills in (or replaces) the program's part: input files, collected files, argv, environment,
-// rlimits, seccomp. Pointers into `spec` are kept. Throws SetupError like make_sandbox_plan.
+// rlimits. Pointers into `spec` are kept. Throws SetupError like make_sandbox_plan, also for
+// a spec whose filter is not the sandbox's.
 void plan_program(const RunSpec& spec, ChildPlan& plan);
 
 // The sandbox's pid 1. Never returns.

@@ -5,7 +5,6 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -276,8 +275,7 @@ std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy&
             const auto family = static_cast<std::uint32_t>(rule.conditions.front().value);
             const auto [it, added] =
                 filter->socket_rules_.emplace(std::pair{nr, family}, rule.action);
-            if (!added && (it->second.kind != rule.action.kind ||
-                           it->second.errno_value != rule.action.errno_value))
+            if (!added && it->second != rule.action)
                 throw SetupError("seccomp: " + describe(rule, i) +
                                  ": another rule has the same conditions but a different action");
             continue;

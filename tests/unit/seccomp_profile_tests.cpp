@@ -552,6 +552,15 @@ TEST_CASE("SeccompFilter::compile") {
         CHECK(is_errno(*SeccompFilter::compile(policy)->socket_verdict(
                            SYS_socket, AUDIT_ARCH_X86_64, AF_PACKET),
                        EPERM));
+        // Two actions for one family are refused, whether the supervisor or the filter
+        // applies them.
+        policy.rules.push_back({"socket",
+                                {SeccompAction::Kind::kill, 0},
+                                {{Op::masked_eq, 0, AF_PACKET, 0xffffffff}}});
+        for (const bool report : {true, false})
+            CHECK_THROWS_WITH_AS(SeccompFilter::compile(policy, report),
+                                 doctest::Contains("same conditions but a different action"),
+                                 SetupError);
     }
     SUBCASE("a socket report's verdict is the policy's") {
         const SeccompPolicy policy = default_policy();

@@ -29,11 +29,11 @@ struct SandboxConfig {
     // (see init_spawner.h). Ignored where unsupported (not x86_64), where the copy remains.
     bool init_shares_memory = true;
     // Build each slot's next sandbox ahead, between runs (prepare_slot): cgroup, namespaces,
-    // mounts and pid 1, all but the program, in the shape of the first run after the last
-    // prepare_slot(). A run whose shape (rootfs, binds, working directory, memory, process
-    // and tmpfs limits, CPU cap) matches uses it; each is used once. Also leaves a run's last
-    // teardown (pid 1's exit, removing its cgroup) to prepare_slot() or the slot's next run.
-    // Needs init_shares_memory.
+    // mounts, pid 1 and its seccomp filter, all but the program, in the shape of the first
+    // run after the last prepare_slot(). A run whose shape (rootfs, binds, working directory,
+    // memory, process and tmpfs limits, CPU cap, seccomp filter) matches uses it; each is used
+    // once. Also leaves a run's last teardown (pid 1's exit, removing its cgroup) to prepare_slot()
+    // or the slot's next run. Needs init_shares_memory.
     bool prepare_ahead = false;
     // Slot n's supervisor thread (see pin_current_thread) and its sandboxes' pid 1 run on the
     // n-th CPU of the set this process may use at construction, round robin: a hand-off

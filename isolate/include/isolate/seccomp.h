@@ -16,6 +16,8 @@ namespace isolate {
 struct SeccompAction {
     enum class Kind { allow, kill, errno_ } kind = Kind::kill;
     int errno_value = 0;  // for Kind::errno_
+
+    bool operator==(const SeccompAction&) const = default;
 };
 
 // One argument condition; all conditions of a rule must hold (libseccomp semantics).

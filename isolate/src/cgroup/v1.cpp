@@ -215,13 +215,10 @@ bool V1KeptDirs::surely_empty() const noexcept {
 }
 
 std::unique_ptr<V1KeptDirs> V1KeptPool::take() {
-    std::unique_ptr<V1KeptDirs> kept;
-    {
-        std::lock_guard lock(mutex_);
-        if (kept_.empty()) return nullptr;
-        kept = std::move(kept_.back());
-        kept_.pop_back();
-    }
+    std::lock_guard lock(mutex_);
+    if (kept_.empty()) return nullptr;
+    std::unique_ptr<V1KeptDirs> kept = std::move(kept_.back());
+    kept_.pop_back();
     return kept;
 }
 
