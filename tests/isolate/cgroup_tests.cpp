@@ -217,14 +217,20 @@ ino_t inode_of(const stdfs::path& path) {
     return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
 }
 
-// The directories below a subtree whose names start with "kept-" (v1's kept ones).
-std::vector<stdfs::path> kept_dirs(const std::vector<stdfs::path>& subtrees) {
-    std::vector<stdfs::path> kept;
+// The directories below a subtree: on v1, the sets kept for later runs besides those in use.
+std::vector<stdfs::path> dirs_below(const std::vector<stdfs::path>& subtrees) {
+    std::vector<stdfs::path> found;
     for (const auto& dir : subtrees)
         for (const auto& entry : stdfs::directory_iterator(dir))
-            if (entry.is_directory() && entry.path().filename().string().rfind("kept-", 0) == 0)
-                kept.push_back(entry.path());
-    return kept;
+            if (entry.is_directory()) found.push_back(entry.path());
+    return found;
+}
+
+// A destroyed run's directory: v2 removes it; v1 removes it or keeps it, with no task, for
+// a later run.
+bool gone_or_kept_empty(const stdfs::path& dir, const cg::Backend& backend) {
+    if (!stdfs::exists(dir)) return true;
+    return backend.name() == "v1" && first_line(dir / "cgroup.procs").empty();
 }
 
 // Reaps every child and grandchild of this process (a subreaper) that has exited.
@@ -273,11 +279,14 @@ TEST_CASE("cgroup create applies the limits and destroy leaves no directory behi
     TestBackend t;
     const auto subtrees = subtree_dirs(t.subtree);
     REQUIRE_FALSE(subtrees.empty());
+    std::string name;
     {
         auto run =
             t.backend->create("run-a", {.memory_bytes = 64 * kMiB, .max_tasks = 16, .cpus = 0.5});
+        name = run->name();
+        CHECK(name == (t.backend->name() == "v2" ? "run-a" : "box-0"));
         for (const auto& dir : subtrees) {
-            const auto d = dir / "run-a";
+            const auto d = dir / name;
             CHECK(stdfs::is_directory(d));
             if (stdfs::exists(d / "memory.limit_in_bytes")) {
                 CHECK(first_line(d / "memory.limit_in_bytes") == std::to_string(64 * kMiB));
@@ -301,26 +310,36 @@ TEST_CASE("cgroup create applies the limits and destroy leaves no directory behi
         }
     }
     for (const auto& dir : subtrees) {
-        CHECK_FALSE(stdfs::exists(dir / "run-a"));
+        CHECK(gone_or_kept_empty(dir / name, *t.backend));
         CHECK(stdfs::is_directory(dir));
     }
 
     SUBCASE("a limit the kernel refuses throws, naming the file, and leaves nothing behind") {
         // pids.max accepts at most PID_MAX_LIMIT.
+        const auto before = dirs_below(subtrees);
         CHECK_THROWS_WITH_AS(t.backend->create("run-b", {.max_tasks = 100'000'000}),
                              doctest::Contains("pids.max"), isolate::SetupError);
         for (const auto& dir : subtrees) CHECK_FALSE(stdfs::exists(dir / "run-b"));
+        // v1: the kept set that refused the limit is removed with it.
+        CHECK(dirs_below(subtrees).size() <= before.size());
+        for (const auto& dir : dirs_below(subtrees))
+            CHECK(first_line(dir / "cgroup.procs").empty());
     }
     SUBCASE("a run name that is not one path component is refused") {
         CHECK_THROWS_AS(t.backend->create("../x", {}), isolate::SetupError);
         CHECK_THROWS_AS(t.backend->create("", {}), isolate::SetupError);
     }
     SUBCASE("an existing directory of the same name is replaced") {
-        for (const auto& dir : subtrees) stdfs::create_directory(dir / "run-c");
+        // On v1 the run in use takes the kept set, box-0, and the next one is made as box-1.
+        const bool v1 = t.backend->name() == "v1";
+        auto in_use = v1 ? t.backend->create("run-b", {}) : nullptr;
+        const std::string name = v1 ? "box-1" : "run-c";
+        for (const auto& dir : subtrees) stdfs::create_directory(dir / name);
         auto run = t.backend->create("run-c", {.max_tasks = 7});
+        CHECK(run->name() == name);
         for (const auto& dir : subtrees)
-            if (stdfs::exists(dir / "run-c" / "pids.max"))
-                CHECK(first_line(dir / "run-c" / "pids.max") == "7");
+            if (stdfs::exists(dir / name / "pids.max"))
+                CHECK(first_line(dir / name / "pids.max") == "7");
     }
 }
 
@@ -425,8 +444,10 @@ TEST_CASE("cgroup kill_all kills a child that sleeps forever, and its children")
     run->kill_all();  // harmless when there is nothing left
     CHECK(killed_by_sigkill(child.wait()));
     for (pid_t pid : grandchildren) CHECK(killed_by_sigkill(wait_status(pid)));
+    const std::string name = run->name();
     run.reset();
-    for (const auto& dir : subtree_dirs(t.subtree)) CHECK_FALSE(stdfs::exists(dir / "kill"));
+    for (const auto& dir : subtree_dirs(t.subtree))
+        CHECK(gone_or_kept_empty(dir / name, *t.backend));
 }
 
 TEST_CASE("cgroup kill_all empties a cgroup whose processes keep forking and exiting") {
@@ -464,7 +485,7 @@ TEST_CASE("cgroup kill_all empties a cgroup whose processes keep forking and exi
     auto listed = [&] {
         std::size_t most = 0;
         for (const auto& dir : dirs) {
-            std::istringstream in(read_text(dir / "runners" / "cgroup.procs"));
+            std::istringstream in(read_text(dir / run->name() / "cgroup.procs"));
             std::size_t n = 0;
             for (std::string line; std::getline(in, line);) ++n;
             most = std::max(most, n);
@@ -485,8 +506,9 @@ TEST_CASE("cgroup kill_all empties a cgroup whose processes keep forking and exi
     reaper.join();
     while (::waitpid(-1, nullptr, WNOHANG) > 0) {
     }
+    const std::string name = run->name();
     run.reset();
-    for (const auto& dir : dirs) CHECK_FALSE(stdfs::exists(dir / "runners"));
+    for (const auto& dir : dirs) CHECK(gone_or_kept_empty(dir / name, *t.backend));
 }
 
 TEST_CASE("cgroup destroying a run kills what is still inside") {
@@ -498,22 +520,32 @@ TEST_CASE("cgroup destroying a run kills what is still inside") {
     });
     run->attach(child.pid());
     child.release();
+    const std::string name = run->name();
     run.reset();
     CHECK(killed_by_sigkill(child.wait()));
     const auto subtrees = subtree_dirs(t.subtree);
-    for (const auto& dir : subtrees) CHECK_FALSE(stdfs::exists(dir / "busy"));
+    for (const auto& dir : subtrees) CHECK_FALSE(stdfs::exists(dir / name));
     // Only a run that ended empty hands its directories on.
-    CHECK(kept_dirs(subtrees).empty());
+    CHECK(dirs_below(subtrees).empty());
 }
 
-TEST_CASE("cgroup v1 hands a run's pids, cpuacct and cpu directories on with nothing of the run") {
+// Touches `mib` MiB of anonymous memory and keeps it; false if it cannot be mapped.
+bool touch_mib(std::size_t mib) {
+    const std::size_t size = mib * kMiB;
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return false;
+    std::memset(p, 1, size);
+    return true;
+}
+
+TEST_CASE("cgroup v1 hands a run's directories on with nothing of the run") {
     TestBackend t;
     const bool v1 = t.backend->name() == "v1";
     const auto subtrees = subtree_dirs(t.subtree);
     Subreaper subreaper;
-    auto a = t.backend->create("run-a", {.memory_bytes = 256 * kMiB, .max_tasks = 6, .cpus = 0.5});
-    // Run A leaves all it can: a detached CPU burner held back by its quota, and every one of
-    // its task slots taken.
+    auto a = t.backend->create("run-a", {.memory_bytes = 64 * kMiB, .max_tasks = 7, .cpus = 0.5});
+    // Run A leaves all it can: a detached CPU burner held back by its quota, every one of its
+    // task slots taken, a memory peak at its limit and an OOM kill.
     Child child([] {
         const pid_t detacher = ::fork();
         if (detacher == 0) {
@@ -529,6 +561,10 @@ TEST_CASE("cgroup v1 hands a run's pids, cpuacct and cpu directories on with not
         int detached = -1;
         if (detacher < 0 || ::waitpid(detacher, &detached, 0) != detacher || detached != 0)
             return 1;
+        const pid_t hog = ::fork();
+        if (hog == 0) ::_exit(touch_mib(128) ? 0 : 2);
+        int hogged = -1;
+        if (hog < 0 || ::waitpid(hog, &hogged, 0) != hog || !WIFSIGNALED(hogged)) return 1;
         while (true) {
             const pid_t pid = ::fork();
             if (pid == 0) {
@@ -542,17 +578,20 @@ TEST_CASE("cgroup v1 hands a run's pids, cpuacct and cpu directories on with not
     a->attach(child.pid());
     child.release();
     const auto busy_by = std::chrono::steady_clock::now() + 5s;
-    while (a->cpu_usage_ns() < 200'000'000 && std::chrono::steady_clock::now() < busy_by)
+    while ((a->cpu_usage_ns() < 200'000'000 || a->usage().oom_kills == 0) &&
+           std::chrono::steady_clock::now() < busy_by)
         std::this_thread::sleep_for(10ms);
     REQUIRE(a->cpu_usage_ns() >= 200'000'000);
+    REQUIRE(a->usage().oom_kills == 1);
+    CHECK(a->usage().memory_peak_bytes >= 60 * kMiB);
 
-    std::vector<std::pair<stdfs::path, ino_t>> handed_on;  // v1: outside memory, A's inodes
+    const std::string name = a->name();
+    std::vector<std::pair<stdfs::path, ino_t>> handed_on;  // v1: A's inodes
     for (const auto& dir : subtrees) {
-        const auto d = dir / "run-a";
-        if (stdfs::exists(d / "pids.current")) CHECK(first_line(d / "pids.current") == "6");
+        const auto d = dir / name;
+        if (stdfs::exists(d / "pids.current")) CHECK(first_line(d / "pids.current") == "7");
         if (stdfs::exists(d / "cpu.stat")) CHECK(key_value(d / "cpu.stat", "nr_throttled") > 0);
-        if (v1 && !stdfs::exists(d / "memory.limit_in_bytes"))
-            handed_on.emplace_back(dir, inode_of(d));
+        if (v1) handed_on.emplace_back(dir, inode_of(d));
     }
     a->kill_all();
     CHECK(killed_by_sigkill(child.wait()));
@@ -560,22 +599,28 @@ TEST_CASE("cgroup v1 hands a run's pids, cpuacct and cpu directories on with not
     std::this_thread::sleep_for(20ms);
     reap_exited();
     a.reset();
-    for (const auto& dir : subtrees) CHECK_FALSE(stdfs::exists(dir / "run-a"));
-    CHECK(kept_dirs(subtrees).size() == handed_on.size());
+    CHECK(dirs_below(subtrees).size() == handed_on.size());
 
     auto b = t.backend->create("run-b", {.memory_bytes = 256 * kMiB, .max_tasks = 5});
-    // On v1 B got A's directories outside memory (the same kernel objects), else this test
-    // would prove nothing about them.
-    for (const auto& [dir, inode] : handed_on) CHECK(inode_of(dir / "run-b") == inode);
-    CHECK(kept_dirs(subtrees).empty());
+    // On v1 B got A's directories (the same kernel objects), else this test would prove
+    // nothing about them.
+    CHECK(b->name() == (v1 ? name : "run-b"));
+    for (const auto& [dir, inode] : handed_on) CHECK(inode_of(dir / b->name()) == inode);
     CHECK(b->cpu_usage_ns() == 0);
+    CHECK(b->usage().oom_kills == 0);
+    CHECK(b->usage().memory_peak_bytes < 4 * kMiB);
     long long throttled_before = -1;
     for (const auto& dir : subtrees) {
-        const auto d = dir / "run-b";
+        const auto d = dir / b->name();
         CHECK(first_line(d / "cgroup.procs").empty());
         if (stdfs::exists(d / "pids.current")) {
             CHECK(first_line(d / "pids.current") == "0");
             CHECK(first_line(d / "pids.max") == "5");
+        }
+        if (stdfs::exists(d / "memory.limit_in_bytes")) {
+            CHECK(first_line(d / "memory.limit_in_bytes") == std::to_string(256 * kMiB));
+            if (stdfs::exists(d / "memory.memsw.limit_in_bytes"))
+                CHECK(first_line(d / "memory.memsw.limit_in_bytes") == std::to_string(256 * kMiB));
         }
         if (stdfs::exists(d / "cpu.cfs_quota_us"))
             CHECK(first_line(d / "cpu.cfs_quota_us") == "-1");
@@ -584,23 +629,91 @@ TEST_CASE("cgroup v1 hands a run's pids, cpuacct and cpu directories on with not
             throttled_before = key_value(d / "cpu.stat", "nr_throttled");
     }
 
-    // B counts its own CPU from zero, is never throttled, and has all of its task slots: the
-    // child is task 1 and forks until refused, like "pids limit 5" above.
-    Child spinner([] {
+    // B counts its own CPU and memory from zero, is never throttled, may touch more than A's
+    // memory limit, and has all of its task slots: the child is task 1 and forks until
+    // refused, like "pids limit 5" above.
+    Child worker([] {
         spin_cpu_ms(200);
+        if (!touch_mib(96)) return 2;
         return fork_until_refused();
     });
-    b->attach(spinner.pid());
-    spinner.release();
-    const int status = spinner.wait();
+    b->attach(worker.pid());
+    worker.release();
+    const int status = worker.wait();
     REQUIRE(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 4);
     const auto ns = b->cpu_usage_ns();
     CHECK(ns >= 150'000'000);
     CHECK(ns <= 400'000'000);
+    const auto usage = b->usage();
+    CHECK(usage.oom_kills == 0);
+    CHECK(usage.memory_peak_bytes >= 96 * kMiB);
+    CHECK(usage.memory_peak_bytes <= 112 * kMiB);
     for (const auto& dir : subtrees)
-        if (throttled_before >= 0 && stdfs::exists(dir / "run-b" / "cpu.stat"))
-            CHECK(key_value(dir / "run-b" / "cpu.stat", "nr_throttled") == throttled_before);
+        if (throttled_before >= 0 && stdfs::exists(dir / b->name() / "cpu.stat"))
+            CHECK(key_value(dir / b->name() / "cpu.stat", "nr_throttled") == throttled_before);
+    b.reset();
+
+    // C lowers the memory limit below B's (memory before memsw) and is held to it. B's page
+    // tables are freed after an RCU grace period; until then its set is not taken.
+    if (v1) {
+        const auto memory = std::find_if(subtrees.begin(), subtrees.end(), [&](const auto& dir) {
+            return stdfs::exists(dir / name / "memory.usage_in_bytes");
+        });
+        REQUIRE(memory != subtrees.end());
+        const auto freed_by = std::chrono::steady_clock::now() + 2s;
+        while (std::stoull(first_line(*memory / name / "memory.usage_in_bytes")) > kMiB &&
+               std::chrono::steady_clock::now() < freed_by)
+            std::this_thread::sleep_for(5ms);
+    }
+    auto c = t.backend->create("run-c", {.memory_bytes = 32 * kMiB, .max_tasks = 5});
+    for (const auto& [dir, inode] : handed_on) CHECK(inode_of(dir / c->name()) == inode);
+    Child over([] { return touch_mib(64) ? 0 : 2; });
+    c->attach(over.pid());
+    over.release();
+    CHECK(killed_by_sigkill(over.wait()));
+    CHECK(c->usage().oom_kills == 1);
+    CHECK(c->usage().memory_peak_bytes <= 33 * kMiB);
+}
+
+TEST_CASE("cgroup v1 does not hand on a memory cgroup that a run left memory charged to") {
+    TestBackend t;
+    const auto subtrees = subtree_dirs(t.subtree);
+    // A file on the host's /dev/shm outlives the run, and its pages stay charged to the
+    // memcg that wrote them.
+    const stdfs::path file = "/dev/shm/sbx-test-cg-" + std::to_string(::getpid());
+    struct Remove {
+        stdfs::path path;
+        ~Remove() { ::unlink(path.c_str()); }
+    } remove{file};
+    auto a = t.backend->create("run-a", {.memory_bytes = 64 * kMiB, .max_tasks = 8});
+    Child writer([&] {
+        const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0) return 2;
+        const std::string block(kMiB, 'x');
+        for (int i = 0; i < 8; ++i)
+            if (::write(fd, block.data(), block.size()) != static_cast<ssize_t>(block.size()))
+                return 3;
+        return ::close(fd) == 0 ? 0 : 4;
+    });
+    a->attach(writer.pid());
+    writer.release();
+    const int status = writer.wait();
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    const std::string name = a->name();
+    std::vector<std::pair<stdfs::path, ino_t>> dirs_of_a;
+    for (const auto& dir : subtrees) dirs_of_a.emplace_back(dir, inode_of(dir / name));
+    a.reset();
+
+    // B finds A's set too full to take: it is removed, and B gets a new one.
+    auto b = t.backend->create("run-b", {.memory_bytes = 64 * kMiB, .max_tasks = 8});
+    CHECK(b->usage().memory_peak_bytes < 4 * kMiB);
+    CHECK(dirs_below(subtrees).size() == subtrees.size());
+    for (const auto& [dir, inode] : dirs_of_a) {
+        CHECK(inode_of(dir / b->name()) != inode);
+        if (b->name() != name) CHECK_FALSE(stdfs::exists(dir / name));
+    }
 }
 
 TEST_CASE("cgroup a new backend removes what a crashed one left, processes included") {
@@ -629,11 +742,15 @@ TEST_CASE("cgroup a new backend removes what a crashed one left, processes inclu
             auto run = backend->create("left-behind", {.memory_bytes = 64 * kMiB, .max_tasks = 8});
             run->attach(sleepers[0]);
             for (const auto& dir : subtree_dirs(subtree)) {
-                stdfs::create_directory(dir / "left-behind" / "nested");
-                std::ofstream(dir / "left-behind" / "nested" / "cgroup.procs")
+                stdfs::create_directory(dir / run->name() / "nested");
+                std::ofstream(dir / run->name() / "nested" / "cgroup.procs")
                     << sleepers[1] << std::flush;
             }
-            if (::write(report[1], sleepers, sizeof sleepers) != sizeof sleepers) ::_exit(1);
+            char name[64] = {};
+            run->name().copy(name, sizeof name - 1);
+            if (::write(report[1], sleepers, sizeof sleepers) != sizeof sleepers ||
+                ::write(report[1], name, sizeof name) != sizeof name)
+                ::_exit(1);
             ::raise(SIGKILL);  // here, before backend and run go out of scope
         } catch (...) {
         }
@@ -641,14 +758,17 @@ TEST_CASE("cgroup a new backend removes what a crashed one left, processes inclu
     }
     ::close(report[1]);
     pid_t sleepers[2] = {-1, -1};
-    const bool reported = ::read(report[0], sleepers, sizeof sleepers) == sizeof sleepers;
+    char name[64] = {};
+    const bool reported = ::read(report[0], sleepers, sizeof sleepers) == sizeof sleepers &&
+                          ::read(report[0], name, sizeof name) == sizeof name;
     ::close(report[0]);
     CHECK(killed_by_sigkill(wait_status(crasher)));
     REQUIRE(reported);
+    const std::string left_behind = name;
     const auto dirs = subtree_dirs(subtree);
     for (const auto& dir : dirs) {
-        REQUIRE(stdfs::is_directory(dir / "left-behind" / "nested"));
-        CHECK(read_text(dir / "left-behind" / "nested" / "cgroup.procs")
+        REQUIRE(stdfs::is_directory(dir / left_behind / "nested"));
+        CHECK(read_text(dir / left_behind / "nested" / "cgroup.procs")
                   .find(std::to_string(sleepers[1])) != std::string::npos);
     }
     CHECK(::kill(sleepers[0], 0) == 0);
@@ -657,7 +777,7 @@ TEST_CASE("cgroup a new backend removes what a crashed one left, processes inclu
         auto backend = cg::detect_backend({.subtree = subtree});
         for (const auto& dir : dirs) {
             CHECK(stdfs::is_directory(dir));
-            CHECK_FALSE(stdfs::exists(dir / "left-behind"));
+            CHECK_FALSE(stdfs::exists(dir / left_behind));
         }
         for (pid_t pid : sleepers) CHECK(killed_by_sigkill(wait_status(pid)));
     }
@@ -677,7 +797,8 @@ TEST_CASE("cgroup a second backend on a live one's subtree refuses and leaves it
     CHECK_THROWS_WITH_AS(
         cg::detect_backend({.subtree = first.subtree, .force = test::forced_cgroup_backend()}),
         doctest::Contains("in use by another running sandboxd"), isolate::SetupError);
-    for (const auto& dir : subtree_dirs(first.subtree)) CHECK(stdfs::is_directory(dir / "busy"));
+    for (const auto& dir : subtree_dirs(first.subtree))
+        CHECK(stdfs::is_directory(dir / run->name()));
     CHECK(::kill(sleeper, 0) == 0);
     run.reset();
     CHECK(killed_by_sigkill(wait_status(sleeper)));

@@ -92,10 +92,28 @@ TEST_CASE("a fork bomb is contained by max_processes and hurts nothing" *
     }
 }
 
-TEST_CASE("a run's task count, CPU quota and CPU time do not carry over to the next run" *
-          doctest::test_suite("vm")) {
-    // On v1 the next run takes this run's pids, cpuacct and cpu directories (the cgroup
-    // tests prove it is the same kernel objects); on v2 each run has a new cgroup.
+TEST_CASE(
+    "a run's task count, CPU quota, CPU time, memory limit, peak and OOM kill do not carry over "
+    "to the next run" *
+    doctest::test_suite("vm")) {
+    // On v1 later runs take this run's directories (the cgroup tests prove it is the same
+    // kernel objects); on v2 each run has a new cgroup.
+    auto hog = test::probe({"hog", "64"});
+    hog.slot = 2;
+    hog.limits.memory_bytes = 32 << 20;
+    const auto hogged = test::sandbox().run(hog);
+    CHECK(hogged.status == Status::memory_limit);
+    CHECK(hogged.memory_bytes >= 24u << 20);
+
+    // Its limit and its OOM kill are gone: 48 MiB fit under 128.
+    auto bigger = test::probe({"hog", "48"});
+    bigger.slot = 2;
+    bigger.limits.memory_bytes = 128 << 20;
+    const auto fitted = test::sandbox().run(bigger);
+    CHECK(fitted.status == Status::ok);
+    CHECK(fitted.memory_bytes >= 48u << 20);
+    CHECK(fitted.memory_bytes <= 80u << 20);
+
     auto bomb = test::probe({"forkbomb"});
     bomb.slot = 2;
     bomb.limits.max_processes = 8;
@@ -120,6 +138,8 @@ TEST_CASE("a run's task count, CPU quota and CPU time do not carry over to the n
     CHECK(spun.status == Status::ok);
     CHECK(spun.cpu_time_ms >= 270);
     CHECK(spun.cpu_time_ms <= 450);
+    // And its memory peak is its own, not the 48 MiB before.
+    CHECK(spun.memory_bytes < 16u << 20);
 }
 
 TEST_CASE("a thread bomb is contained by max_processes" * doctest::test_suite("vm")) {

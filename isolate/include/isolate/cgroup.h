@@ -28,6 +28,9 @@ struct Usage {
 class RunCgroup {
   public:
     virtual ~RunCgroup() = default;
+    // The directory's name below the backend's subtree (on v1, in every hierarchy). v2 names
+    // it after the run; v1 names a set of directories that later runs use again "box-<n>".
+    virtual const std::string& name() const = 0;
     // v2: a directory fd for clone3(CLONE_INTO_CGROUP); v1: -1 (use attach()).
     virtual int clone_into_fd() const = 0;
     // Moves a process that this library started (and that has not run anything yet) in.

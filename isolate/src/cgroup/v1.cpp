@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <set>
+#include <utility>
 
 #include "isolate/error.h"
 
@@ -27,7 +28,7 @@ constexpr ControllerSpec kControllers[] = {
     {"memory", true}, {"pids", true}, {"cpuacct", true}, {"cpu", false}};
 
 constexpr auto kTeardownBudget = 2000ms;
-// More than a daemon's slots ever leave at once (each holds at most two runs' directories).
+// More than a daemon's slots ever leave at once (each holds at most two runs' sets).
 constexpr std::size_t kKeptCapacity = 16;
 constexpr auto kKillBudget = 100ms;
 
@@ -160,51 +161,23 @@ V1Locations locate_v1(const std::filesystem::path& cgroup_root) {
     return out;
 }
 
-V1KeptDirs::~V1KeptDirs() {
+V1DirSet::~V1DirSet() {
     if (!layout) return;
     try {
         for (std::size_t i = 0; i < dirs.size(); ++i) {
             if (!dirs[i].valid()) continue;
             // Empty by the time they were kept, so a plain rmdir is all there is to do.
             const int parent = layout->hierarchies[i].subtree.fd.get();
-            if (::unlinkat(parent, dirs[i].path.filename().c_str(), AT_REMOVEDIR) != 0 &&
-                errno != ENOENT)
+            if (::unlinkat(parent, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
                 std::fprintf(stderr, "sandboxd: cannot remove kept cgroup %s (v1): %s\n",
                              dirs[i].path.c_str(), std::strerror(errno));
         }
     } catch (...) {
-        // Out of memory for a name: what is left is removed as stale at the next start.
+        // Out of memory for a message: what is left is removed as stale at the next start.
     }
 }
 
-int V1KeptDirs::rename_to(const std::string& name, const V1Layout& layout) noexcept {
-    try {
-        std::vector<std::string> old_names(dirs.size());
-        for (std::size_t i = 0; i < dirs.size(); ++i) {
-            if (!dirs[i].valid()) continue;
-            const int parent = layout.hierarchies[i].subtree.fd.get();
-            old_names[i] = dirs[i].path.filename();
-            // cgroupfs never replaces an existing directory (EEXIST), so nothing is lost.
-            if (::renameat(parent, old_names[i].c_str(), parent, name.c_str()) == 0) {
-                dirs[i].path.replace_filename(name);
-                continue;
-            }
-            const int err = errno;
-            for (std::size_t j = 0; j < i; ++j) {
-                const int p = layout.hierarchies[j].subtree.fd.get();
-                // Where this fails too, dirs[j] keeps the new name, by which it is removed.
-                if (dirs[j].valid() && ::renameat(p, name.c_str(), p, old_names[j].c_str()) == 0)
-                    dirs[j].path.replace_filename(old_names[j]);
-            }
-            return err;
-        }
-        return 0;
-    } catch (...) {
-        return ENOMEM;
-    }
-}
-
-bool V1KeptDirs::surely_empty() const noexcept {
+bool V1DirSet::surely_empty() const noexcept {
     std::string content;
     if (!pids_current || fs::try_pread_all(pids_current.get(), content) != 0 ||
         fs::parse_u64(content) != 0)
@@ -214,29 +187,37 @@ bool V1KeptDirs::surely_empty() const noexcept {
     return node_surely_empty(node);
 }
 
-std::unique_ptr<V1KeptDirs> V1KeptPool::take() {
-    std::lock_guard lock(mutex_);
-    if (kept_.empty()) return nullptr;
-    std::unique_ptr<V1KeptDirs> kept = std::move(kept_.back());
-    kept_.pop_back();
-    return kept;
+bool V1DirSet::little_memory_charged() const noexcept {
+    std::string content;
+    return memory_usage && fs::try_pread_all(memory_usage.get(), content) == 0 &&
+           fs::parse_u64(content).value_or(kKeptMemoryLeftover + 1) <= kKeptMemoryLeftover;
 }
 
-void V1KeptPool::put(std::unique_ptr<V1KeptDirs> kept) {
+std::string V1KeptPool::new_set_name() {
+    return "box-" + std::to_string(serial_++);
+}
+
+std::unique_ptr<V1DirSet> V1KeptPool::take() {
+    std::lock_guard lock(mutex_);
+    if (kept_.empty()) return nullptr;
+    std::unique_ptr<V1DirSet> set = std::move(kept_.back());
+    kept_.pop_back();
+    return set;
+}
+
+void V1KeptPool::put(std::unique_ptr<V1DirSet> set) {
     {
         std::lock_guard lock(mutex_);
         if (!closed_ && kept_.size() < capacity_) {
-            if (kept->rename_to("kept-" + std::to_string(serial_++), *kept->layout) == 0) {
-                kept_.push_back(std::move(kept));
-                return;
-            }
+            kept_.push_back(std::move(set));
+            return;
         }
     }
-    kept.reset();  // removed outside the lock
+    set.reset();  // removed outside the lock
 }
 
 void V1KeptPool::close() {
-    std::vector<std::unique_ptr<V1KeptDirs>> kept;
+    std::vector<std::unique_ptr<V1DirSet>> kept;
     {
         std::lock_guard lock(mutex_);
         closed_ = true;
@@ -244,14 +225,10 @@ void V1KeptPool::close() {
     }
 }
 
-V1RunCgroup::V1RunCgroup(std::shared_ptr<const V1Layout> layout, std::shared_ptr<V1KeptPool> pool,
-                         std::string name)
-    : layout_(std::move(layout)),
-      pool_(std::move(pool)),
-      name_(std::move(name)),
-      own_(std::make_unique<V1KeptDirs>()) {
-    own_->dirs.resize(layout_->hierarchies.size());
-    own_->tasks.resize(layout_->hierarchies.size());
+V1RunCgroup::V1RunCgroup(std::shared_ptr<const V1Layout> layout, std::shared_ptr<V1KeptPool> pool)
+    : layout_(std::move(layout)), pool_(std::move(pool)), set_(std::make_unique<V1DirSet>()) {
+    set_->dirs.resize(layout_->hierarchies.size());
+    set_->tasks.resize(layout_->hierarchies.size());
 }
 
 V1RunCgroup::~V1RunCgroup() {
@@ -259,116 +236,117 @@ V1RunCgroup::~V1RunCgroup() {
     Node parents;
     for (const auto& h : layout_->hierarchies) parents.push_back(&h.subtree);
     fs::Backoff backoff(kTeardownBudget);
-    if (const int err = destroy_node(parents, name_, backoff); err != 0) {
+    if (const int err = destroy_node(parents, set_->name, backoff); err != 0) {
         std::fprintf(stderr, "sandboxd: cannot remove cgroup %s (v1): %s\n",
-                     (layout_->hierarchies.front().subtree.path / name_).c_str(),
+                     (layout_->hierarchies.front().subtree.path / set_->name).c_str(),
                      std::strerror(err));
     }
 }
 
 bool V1RunCgroup::keep_for_reuse() noexcept {
-    if (!built_ || !pool_ || !own_->surely_empty()) return false;
-    const fs::Dir& memory_parent = layout_->hierarchies[layout_->memory].subtree;
-    if (::unlinkat(memory_parent.fd.get(), name_.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
-        return false;
-    own_->layout = layout_;
+    if (!built_ || !set_->surely_empty()) return false;
+    set_->layout = layout_;
     try {
-        pool_->put(std::move(own_));
+        pool_->put(std::move(set_));
     } catch (...) {
-        // put() gave them up on the way out (removed with their V1KeptDirs).
+        // put() gave it up on the way out (removed with its V1DirSet).
     }
     return true;
 }
 
-// The usual end of a run: pid 1 has been reaped, so its pid namespace and every task of the
-// run are gone, and nothing inside could have made a child cgroup (the sandbox has no
-// cgroupfs). Removing the directories is then all there is to do; the kernel refuses
-// (EBUSY) to remove one that still holds a task or a child cgroup, and the general path,
-// which lists, kills and removes, takes over from there.
+// The usual end of a run that is not kept: pid 1 has been reaped, so its pid namespace and
+// every task of the run are gone, and nothing inside could have made a child cgroup (the
+// sandbox has no cgroupfs). Removing the directories is then all there is to do; the kernel
+// refuses (EBUSY) to remove one that still holds a task or a child cgroup, and the general
+// path, which lists, kills and removes, takes over from there.
 bool V1RunCgroup::remove_empty() noexcept {
     const auto& hs = layout_->hierarchies;
     for (std::size_t i = 0; i < hs.size(); ++i) {
-        if (::unlinkat(hs[i].subtree.fd.get(), name_.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
+        if (::unlinkat(hs[i].subtree.fd.get(), set_->name.c_str(), AT_REMOVEDIR) != 0 &&
+            errno != ENOENT)
             return false;
     }
     return true;
 }
 
-void V1RunCgroup::make_dir(std::size_t i) {
-    const auto& h = layout_->hierarchies[i];
-    int made = fs::make_subdir(h.subtree, name_);
-    if (made == EEXIST) {
-        // Runs have unique names, so it was left by a crashed earlier run.
-        fs::Backoff backoff(kTeardownBudget);
-        if (const int err = destroy_node({&h.subtree}, name_, backoff); err != 0)
-            throw_errno("cannot remove stale cgroup " + (h.subtree.path / name_).string(), err);
-        made = fs::make_subdir(h.subtree, name_);
+void V1RunCgroup::make_dirs() {
+    set_->name = pool_->new_set_name();
+    const std::string& name = set_->name;
+    for (std::size_t i = 0; i < layout_->hierarchies.size(); ++i) {
+        const auto& h = layout_->hierarchies[i];
+        int made = fs::make_subdir(h.subtree, name);
+        if (made == EEXIST) {
+            // Sets have unique names, so it was left by a crashed earlier instance.
+            fs::Backoff backoff(kTeardownBudget);
+            if (const int err = destroy_node({&h.subtree}, name, backoff); err != 0)
+                throw_errno("cannot remove stale cgroup " + (h.subtree.path / name).string(), err);
+            made = fs::make_subdir(h.subtree, name);
+        }
+        if (made != 0) throw_errno("mkdir " + (h.subtree.path / name).string(), made);
+        int err = 0;
+        fs::Dir dir = fs::open_subdir(h.subtree, name, &err);
+        if (!dir.valid()) throw_errno("open " + dir.path.string(), err);
+        if (h.has_cpuset) {
+            // A v1 cpuset cgroup with empty cpus/mems refuses tasks (ENOSPC).
+            for (const char* file : {"cpuset.cpus", "cpuset.mems"})
+                fs::write_file_at(dir, file, fs::read_file_at(h.subtree, file));
+        }
+        // Opened here, as root, for the sandbox's pid 1 to join with; the kernel checks the
+        // credentials of the opener.
+        set_->tasks[i] = fs::open_file(dir, "tasks", O_WRONLY);
+        set_->dirs[i] = std::move(dir);
     }
-    if (made != 0) throw_errno("mkdir " + (h.subtree.path / name_).string(), made);
-    int err = 0;
-    fs::Dir dir = fs::open_subdir(h.subtree, name_, &err);
-    if (!dir.valid()) throw_errno("open " + dir.path.string(), err);
-    if (h.has_cpuset) {
-        // A v1 cpuset cgroup with empty cpus/mems refuses tasks (ENOSPC).
-        for (const char* file : {"cpuset.cpus", "cpuset.mems"})
-            fs::write_file_at(dir, file, fs::read_file_at(h.subtree, file));
-    }
-    // Opened here, as root, for the sandbox's pid 1 to join with; the kernel checks the
-    // credentials of the opener.
-    UniqueFd tasks = fs::open_file(dir, "tasks", O_WRONLY);
-    if (static_cast<int>(i) == layout_->memory) {
-        memory_dir_ = std::move(dir);
-        memory_tasks_ = std::move(tasks);
-    } else {
-        own_->dirs[i] = std::move(dir);
-        own_->tasks[i] = std::move(tasks);
-    }
-}
-
-bool V1RunCgroup::reuse_kept() {
-    if (!pool_) return false;
-    std::unique_ptr<V1KeptDirs> kept = pool_->take();
-    // If a directory of this name is in the way (a crashed run's), they are let go, and ours
-    // are made the usual way, which removes it.
-    if (!kept || kept->rename_to(name_, *layout_) != 0) return false;
-    kept->layout.reset();
-    own_ = std::move(kept);
-    return true;
-}
-
-const fs::Dir& V1RunCgroup::dir(int hierarchy) const {
-    return hierarchy == layout_->memory ? memory_dir_
-                                        : own_->dirs[static_cast<std::size_t>(hierarchy)];
-}
-
-void V1RunCgroup::build(const CgroupLimits& limits) {
-    const auto& hs = layout_->hierarchies;
-    const bool reused = reuse_kept();
-    for (std::size_t i = 0; i < hs.size(); ++i)
-        if (!reused || static_cast<int>(i) == layout_->memory) make_dir(i);
 
     const fs::Dir& pids = dir(layout_->pids);
-    const fs::Dir& cpuacct = dir(layout_->cpuacct);
-    if (reused) {
-        // The kept directories' figures start again from zero, and their limits are this
-        // run's (see V1KeptDirs).
-        fs::write_open_file(own_->cpuacct_usage.get(), cpuacct, "cpuacct.usage", "0");
-    } else {
-        own_->cpuacct_usage = fs::open_file(cpuacct, "cpuacct.usage", O_RDWR);
-        own_->pids_current = fs::open_file(pids, "pids.current", O_RDONLY);
-        own_->pids_max = fs::open_file(pids, "pids.max", O_WRONLY);
-    }
-    // A new directory starts at "max"; a kept one has the last run's limit.
-    if (reused || limits.max_tasks > 0)
-        fs::write_open_file(own_->pids_max.get(), pids, "pids.max", limit_string(limits.max_tasks));
+    const fs::Dir& memory = dir(layout_->memory);
+    set_->cpuacct_usage = fs::open_file(dir(layout_->cpuacct), "cpuacct.usage", O_RDWR);
+    set_->pids_current = fs::open_file(pids, "pids.current", O_RDONLY);
+    set_->pids_max = fs::open_file(pids, "pids.max", O_WRONLY);
+    set_->memory_usage = fs::open_file(memory, "memory.usage_in_bytes", O_RDONLY);
+    set_->memory_max_usage = fs::open_file(memory, "memory.max_usage_in_bytes", O_RDWR);
+    set_->memory_limit = fs::open_file(memory, "memory.limit_in_bytes", O_WRONLY);
+    // It exists only with swap accounting, and without it there is no way to keep a run
+    // off swap.
+    if (layout_->has_memsw)
+        set_->memsw_limit = fs::open_file(memory, "memory.memsw.limit_in_bytes", O_WRONLY);
+    set_->oom_control = fs::open_file(memory, "memory.oom_control", O_RDONLY);
+    // oom_kill_disable and swappiness are inherited from the subtree, where the backend set
+    // them, and nothing else writes them. Checked anyway: with oom_kill_disable set, a run
+    // over its limit would hang instead of being killed.
+    std::string oom_control;
+    if (const int err = fs::try_pread_all(set_->oom_control.get(), oom_control); err != 0)
+        throw_errno("read " + (memory.path / "memory.oom_control").string(), err);
+    if (fs::find_key_u64(oom_control, "oom_kill_disable").value_or(0) != 0)
+        fs::write_file_at(memory, "memory.oom_control", "0");
+}
 
-    if (limits.memory_bytes > 0) {
-        const auto bytes = std::to_string(limits.memory_bytes);
-        fs::write_file_at(memory_dir_, "memory.limit_in_bytes", bytes);
-        // memsw must not be below memory, so it comes second; it exists only with swap
-        // accounting, and without it there is no way to keep a run off swap.
-        if (layout_->has_memsw)
-            fs::write_file_at(memory_dir_, "memory.memsw.limit_in_bytes", bytes);
+// Writes what differs from the limits the set has now (a new one has none), except the CPU
+// quota, which is written whenever there is one: the write also refills the bandwidth and
+// lifts a throttle the last run left.
+void V1RunCgroup::apply_limits(const CgroupLimits& limits) {
+    V1DirSet& set = *set_;
+    if (limits.max_tasks != set.max_tasks) {
+        fs::write_open_file(set.pids_max.get(), dir(layout_->pids), "pids.max",
+                            limit_string(limits.max_tasks));
+        set.max_tasks = limits.max_tasks;
+    }
+
+    if (limits.memory_bytes != set.memory_bytes) {
+        const fs::Dir& memory = dir(layout_->memory);
+        // "-1" is v1's "no limit"; memsw may never be below memory, so it goes first when
+        // the limit rises and second when it falls.
+        const std::string bytes = limits.memory_bytes ? std::to_string(limits.memory_bytes) : "-1";
+        const bool rises = limits.memory_bytes == 0 ||
+                           (set.memory_bytes != 0 && limits.memory_bytes > set.memory_bytes);
+        auto write_memsw = [&] {
+            if (set.memsw_limit)
+                fs::write_open_file(set.memsw_limit.get(), memory, "memory.memsw.limit_in_bytes",
+                                    bytes);
+        };
+        if (rises) write_memsw();
+        fs::write_open_file(set.memory_limit.get(), memory, "memory.limit_in_bytes", bytes);
+        if (!rises) write_memsw();
+        set.memory_bytes = limits.memory_bytes;
     }
 
     if (limits.cpus > 0) {
@@ -379,26 +357,53 @@ void V1RunCgroup::build(const CgroupLimits& limits) {
         const double cpus = std::min(limits.cpus, 1e6);
         const long long quota = std::max(1000LL, std::llround(cpus * 100000));
         const fs::Dir& cpu = dir(layout_->cpu);
-        // Written even when a kept directory has this quota already: the write also refills
-        // the bandwidth and lifts a throttle the last run left.
-        own_->quota_set = true;
+        set.quota_set = true;
         fs::write_file_at(cpu, "cpu.cfs_period_us", "100000");
         fs::write_file_at(cpu, "cpu.cfs_quota_us", std::to_string(quota));
-    } else if (reused && own_->quota_set) {
+    } else if (set.quota_set) {
         fs::write_file_at(dir(layout_->cpu), "cpu.cfs_quota_us", "-1");
-        own_->quota_set = false;
+        set.quota_set = false;
     }
+}
 
-    memory_max_usage_ = fs::open_file(memory_dir_, "memory.max_usage_in_bytes", O_RDONLY);
-    oom_control_ = fs::open_file(memory_dir_, "memory.oom_control", O_RDONLY);
-    // oom_kill_disable and swappiness are inherited from the subtree, where the backend set
-    // them. Checked anyway: with oom_kill_disable set, a run over its limit would hang instead
-    // of being killed.
-    std::string oom_control;
-    if (const int err = fs::try_pread_all(oom_control_.get(), oom_control); err != 0)
-        throw_errno("read " + (memory_dir_.path / "memory.oom_control").string(), err);
-    if (fs::find_key_u64(oom_control, "oom_kill_disable").value_or(0) != 0)
-        fs::write_file_at(memory_dir_, "memory.oom_control", "0");
+bool V1RunCgroup::reuse_kept(const CgroupLimits& limits) {
+    std::unique_ptr<V1DirSet> kept = pool_->take();
+    // Checked here rather than when the last run ended: what the kernel frees after a grace
+    // period (page tables, task structs, kernel stacks) has been given back by now.
+    if (!kept || !kept->little_memory_charged()) return false;
+    kept->layout.reset();
+    std::unique_ptr<V1DirSet> made = std::exchange(set_, std::move(kept));
+    try {
+        apply_limits(limits);
+        // After the limits: a lower memory limit may have made the kernel give back what
+        // it had cached, which lowers the usage the peak starts from.
+        const fs::Dir& memory = dir(layout_->memory);
+        fs::write_open_file(set_->cpuacct_usage.get(), dir(layout_->cpuacct), "cpuacct.usage", "0");
+        fs::write_open_file(set_->memory_max_usage.get(), memory, "memory.max_usage_in_bytes", "0");
+        std::string oom_control;
+        if (const int err = fs::try_pread_all(set_->oom_control.get(), oom_control); err != 0)
+            throw_errno("read " + (memory.path / "memory.oom_control").string(), err);
+        set_->oom_kills_before = fs::find_key_u64(oom_control, "oom_kill").value_or(0);
+        return true;
+    } catch (const std::exception& e) {
+        // A limit it cannot take (a memory limit below what it still has charged, EBUSY):
+        // it goes, and this run gets a new set.
+        std::fprintf(stderr, "sandboxd: a kept cgroup (v1) is not used again: %s\n", e.what());
+        set_->layout = layout_;
+        set_ = std::move(made);
+        return false;
+    }
+}
+
+const fs::Dir& V1RunCgroup::dir(int hierarchy) const {
+    return set_->dirs[static_cast<std::size_t>(hierarchy)];
+}
+
+void V1RunCgroup::build(const CgroupLimits& limits) {
+    if (!reuse_kept(limits)) {
+        make_dirs();
+        apply_limits(limits);
+    }
     built_ = true;
 }
 
@@ -415,15 +420,16 @@ void V1RunCgroup::attach(pid_t pid) {
 }
 
 std::vector<int> V1RunCgroup::self_join_fds() const {
-    std::vector<int> fds{memory_tasks_.get()};
-    for (const auto& fd : own_->tasks)
-        if (fd) fds.push_back(fd.get());
+    // Memory first, so that pid 1's own allocations after the join are the run's.
+    std::vector<int> fds{set_->tasks[static_cast<std::size_t>(layout_->memory)].get()};
+    for (std::size_t i = 0; i < set_->tasks.size(); ++i)
+        if (static_cast<int>(i) != layout_->memory) fds.push_back(set_->tasks[i].get());
     return fds;
 }
 
 std::uint64_t V1RunCgroup::cpu_usage_ns() const {
     std::string content;
-    if (const int err = fs::try_pread_all(own_->cpuacct_usage.get(), content); err != 0)
+    if (const int err = fs::try_pread_all(set_->cpuacct_usage.get(), content); err != 0)
         throw_errno("read " + (dir(layout_->cpuacct).path / "cpuacct.usage").string(), err);
     return fs::parse_u64(content).value_or(0);
 }
@@ -431,13 +437,15 @@ std::uint64_t V1RunCgroup::cpu_usage_ns() const {
 Usage V1RunCgroup::usage() const {
     Usage u;
     u.cpu_ns = cpu_usage_ns();
+    const fs::Dir& memory = dir(layout_->memory);
     std::string content;
-    if (const int err = fs::try_pread_all(memory_max_usage_.get(), content); err != 0)
-        throw_errno("read " + (memory_dir_.path / "memory.max_usage_in_bytes").string(), err);
+    if (const int err = fs::try_pread_all(set_->memory_max_usage.get(), content); err != 0)
+        throw_errno("read " + (memory.path / "memory.max_usage_in_bytes").string(), err);
     u.memory_peak_bytes = fs::parse_u64(content).value_or(0);
-    if (const int err = fs::try_pread_all(oom_control_.get(), content); err != 0)
-        throw_errno("read " + (memory_dir_.path / "memory.oom_control").string(), err);
-    u.oom_kills = fs::find_key_u64(content, "oom_kill").value_or(0);
+    if (const int err = fs::try_pread_all(set_->oom_control.get(), content); err != 0)
+        throw_errno("read " + (memory.path / "memory.oom_control").string(), err);
+    const std::uint64_t oom_kills = fs::find_key_u64(content, "oom_kill").value_or(0);
+    u.oom_kills = oom_kills > set_->oom_kills_before ? oom_kills - set_->oom_kills_before : 0;
     return u;
 }
 
@@ -489,11 +497,7 @@ V1Backend::V1Backend(const std::string& subtree, const V1Locations& locations)
             .value_or(0) != 0)
         fs::write_file_at(memory, "memory.oom_control", "0");
 
-    // Kept directories must hold no memory controller (V1KeptDirs), and their counters must
-    // not live in the memory cgroup made anew for each run.
-    const auto& memory_controllers =
-        layout_->hierarchies[static_cast<std::size_t>(layout_->memory)].controllers;
-    if (memory_controllers.size() == 1) kept_pool_ = std::make_shared<V1KeptPool>(kKeptCapacity);
+    kept_pool_ = std::make_shared<V1KeptPool>(kKeptCapacity);
 
     // Whatever is below our subtree now was left by an earlier instance that died without
     // cleaning up; its processes are ours to kill.
@@ -520,8 +524,10 @@ V1Backend::~V1Backend() {
 
 std::unique_ptr<RunCgroup> V1Backend::create(const std::string& run_name,
                                              const CgroupLimits& limits) {
+    // A run's directories are named after their set (V1DirSet), not the run: later runs use
+    // them again.
     fs::check_name(run_name, "run name");
-    auto run = std::make_unique<V1RunCgroup>(layout_, kept_pool_, run_name);
+    auto run = std::make_unique<V1RunCgroup>(layout_, kept_pool_);
     run->build(limits);
     return run;
 }

@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -47,72 +48,93 @@ struct V1Layout {
     bool has_memsw = false;  // swap accounting is on: memory.memsw.* exist
 };
 
-// A run's directories in the hierarchies that do not carry memory (pids, cpuacct, and cpu
-// where it is mounted apart from memory), emptied by its end and kept for a later run
-// instead of being removed and made again: a mkdir and rmdir there cost ~50 µs of kernel
-// work per hierarchy, against ~5 µs for a rename. Nothing a run leaves in them reaches the
-// next one:
+// A run's directories, one in each hierarchy and all named box-<n>, with the control files
+// a run uses held open. When a run leaves them clean the next run takes them, instead of
+// making and removing a directory in every hierarchy: a mkdir and rmdir there cost ~50 µs of
+// kernel work each (~120 µs for memory, whose asynchronous offlining costs as much again).
+// They are never renamed (that took the global cgroup lock twice per run). Nothing a run
+// leaves in them reaches the next one:
 // - no task: they are kept only if pids.current reads 0 and every cgroup.procs is empty once
 //   pid 1 is reaped, and nothing inside a sandbox can move a task or make a child cgroup
 //   (it has no cgroupfs);
-// - no figure or limit: cpuacct.usage is reset to 0, pids.max and the CPU quota are written
-//   for the new run (a quota write also refills the bandwidth and lifts any throttling).
+// - no memory worth counting: page cache and kernel memory stay charged to the memcg that
+//   first touched them, so a run takes a kept set only if its memory.usage_in_bytes reads
+//   at most kKeptMemoryLeftover, and removes it otherwise. What is left then is mostly the
+//   kernel's per-CPU cache of charges for the memcg, which the next run's first pages use
+//   up; a fresh memcg starts such a cache with its first page, so its peak carries the
+//   same slack;
+// - no figure or limit: cpuacct.usage is reset to 0, memory.max_usage_in_bytes to the usage
+//   at the start, the OOM kills are counted from that start; pids.max, the memory limits and
+//   the CPU quota are written for the new run (a quota write also refills the bandwidth and
+//   lifts any throttling).
 // What stays is what no run can read and the daemon never reports: pids.events' count of
-// refused forks, cpu.stat's throttling totals, and the scheduler's decaying load figures for
-// the group. The memory cgroup is always made anew: page cache and kernel memory stay
-// charged to the memcg that first touched them, so a reused one would not start at zero.
-struct V1KeptDirs {
-    // Set while the directories are kept, not in use: they are removed with this.
+// refused forks, cpu.stat's throttling totals, memory.failcnt and memory.stat's event
+// counters, and the scheduler's decaying load figures for the group.
+struct V1DirSet {
+    // Set while the set waits in the pool, not in use: its directories are removed with it.
     std::shared_ptr<const V1Layout> layout;
-    std::vector<fs::Dir> dirs;    // parallel to the hierarchies; invalid for memory's
+    std::string name;
+    std::vector<fs::Dir> dirs;    // parallel to the hierarchies
     std::vector<UniqueFd> tasks;  // likewise; `tasks`, opened for writing
     UniqueFd cpuacct_usage;       // read-write: writing 0 resets it
     UniqueFd pids_current;
-    UniqueFd pids_max;       // write-only
-    bool quota_set = false;  // cpu.cfs_quota_us is not -1
+    UniqueFd pids_max;          // write-only
+    UniqueFd memory_usage;      // memory.usage_in_bytes
+    UniqueFd memory_max_usage;  // read-write: writing 0 resets the peak to the usage now
+    UniqueFd memory_limit;      // write-only, like memsw_limit
+    UniqueFd memsw_limit;       // invalid without swap accounting
+    UniqueFd oom_control;
+    // The limits written now; 0 is none, as in CgroupLimits.
+    std::uint64_t max_tasks = 0;
+    std::uint64_t memory_bytes = 0;
+    bool quota_set = false;              // cpu.cfs_quota_us is not -1
+    std::uint64_t oom_kills_before = 0;  // memory.oom_control's oom_kill when the run began
 
-    V1KeptDirs() = default;
-    V1KeptDirs(const V1KeptDirs&) = delete;
-    V1KeptDirs& operator=(const V1KeptDirs&) = delete;
-    ~V1KeptDirs();
+    V1DirSet() = default;
+    V1DirSet(const V1DirSet&) = delete;
+    V1DirSet& operator=(const V1DirSet&) = delete;
+    ~V1DirSet();
 
-    // Renames every directory to `name`, all or none. Returns 0 or the errno.
-    int rename_to(const std::string& name, const V1Layout& layout) noexcept;
-    // True when no task is left in any of them; false too if that cannot be read.
+    // True when no task is in any of them; false too if that cannot be read.
     bool surely_empty() const noexcept;
+    // True when memory.usage_in_bytes reads at most kKeptMemoryLeftover.
+    bool little_memory_charged() const noexcept;
 };
 
-// The kept directories waiting for a run; shared by the backend and its runs.
+// A memcg that a run left with at most this much charged is used again (V1DirSet).
+inline constexpr std::uint64_t kKeptMemoryLeftover = 1 << 20;
+
+// The sets waiting for a run, and the names of new ones; shared by the backend and its runs.
 class V1KeptPool {
   public:
     explicit V1KeptPool(std::size_t capacity) : capacity_(capacity) { kept_.reserve(capacity); }
-    std::unique_ptr<V1KeptDirs> take();
-    // Keeps `kept` under a name of its own (kept-<n>), or removes it when the pool is full
-    // or closed, or the rename fails.
-    void put(std::unique_ptr<V1KeptDirs> kept);
-    // Removes every kept directory and every later one handed in (the backend is going).
+    std::string new_set_name();  // box-<n>, unique for the pool's lifetime
+    std::unique_ptr<V1DirSet> take();
+    // Keeps `set`, or removes it when the pool is full or closed.
+    void put(std::unique_ptr<V1DirSet> set);
+    // Removes every kept set and every later one handed in (the backend is going).
     void close();
 
   private:
     const std::size_t capacity_;
     std::mutex mutex_;
-    std::vector<std::unique_ptr<V1KeptDirs>> kept_;
+    std::vector<std::unique_ptr<V1DirSet>> kept_;
     bool closed_ = false;
-    std::uint64_t serial_ = 0;
+    std::atomic<std::uint64_t> serial_{0};
 };
 
 class V1RunCgroup final : public RunCgroup {
   public:
-    V1RunCgroup(std::shared_ptr<const V1Layout> layout, std::shared_ptr<V1KeptPool> pool,
-                std::string name);
+    V1RunCgroup(std::shared_ptr<const V1Layout> layout, std::shared_ptr<V1KeptPool> pool);
     ~V1RunCgroup() override;
     V1RunCgroup(const V1RunCgroup&) = delete;
     V1RunCgroup& operator=(const V1RunCgroup&) = delete;
 
-    // Makes the directories and applies the limits. On a throw the destructor removes
-    // whatever was made, so callers build through a unique_ptr.
+    // Takes a kept set or makes one, and applies the limits. On a throw the destructor
+    // removes whatever was made, so callers build through a unique_ptr.
     void build(const CgroupLimits& limits);
 
+    const std::string& name() const override { return set_->name; }
     int clone_into_fd() const override { return -1; }
     void attach(pid_t pid) override;
     std::vector<int> self_join_fds() const override;
@@ -121,27 +143,21 @@ class V1RunCgroup final : public RunCgroup {
     void kill_all() noexcept override;
 
   private:
-    // Takes kept directories for the hierarchies without memory, under this run's name;
-    // false when there are none (or they could not be renamed), so build() makes them.
-    bool reuse_kept();
-    void make_dir(std::size_t hierarchy);
+    // Takes a kept set and readies it for this run; false when none is kept, or the one
+    // taken holds too much memory or could not be readied (then it is removed).
+    bool reuse_kept(const CgroupLimits& limits);
+    void make_dirs();
+    void apply_limits(const CgroupLimits& limits);
     const fs::Dir& dir(int hierarchy) const;
     std::vector<const fs::Dir*> node() const;  // every hierarchy's directory
-    // Hands the directories outside memory to the pool after removing memory's; false (and
-    // nothing done) unless the run left no task behind.
+    // Hands the set to the pool; false (and nothing done) unless it is surely empty.
     bool keep_for_reuse() noexcept;
     bool remove_empty() noexcept;
 
     std::shared_ptr<const V1Layout> layout_;
     std::shared_ptr<V1KeptPool> pool_;
-    std::string name_;
     bool built_ = false;
-    // The directories outside memory, their `tasks` and counters, whether kept or made.
-    std::unique_ptr<V1KeptDirs> own_;
-    fs::Dir memory_dir_;
-    UniqueFd memory_tasks_;
-    UniqueFd memory_max_usage_;
-    UniqueFd oom_control_;
+    std::unique_ptr<V1DirSet> set_;
 };
 
 class V1Backend final : public Backend {

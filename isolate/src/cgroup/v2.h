@@ -44,6 +44,7 @@ class V2RunCgroup final : public RunCgroup {
     // was made, so callers build through a unique_ptr.
     void build(const CgroupLimits& limits);
 
+    const std::string& name() const override { return name_; }
     int clone_into_fd() const override { return dir_.fd.get(); }
     void attach(pid_t pid) override;
     std::uint64_t cpu_usage_ns() const override;
