@@ -529,6 +529,18 @@ TEST_CASE("cgroup destroying a run kills what is still inside") {
     CHECK(dirs_below(subtrees).empty());
 }
 
+// v1: waits up to 2 s for a kept set's memcg to have at most 1 MiB charged, the most a run
+// takes it with; what the last run's tasks leave is freed after an RCU grace period.
+void wait_until_settled(const std::vector<stdfs::path>& subtrees, const std::string& name) {
+    for (const auto& dir : subtrees) {
+        const auto usage = dir / name / "memory.usage_in_bytes";
+        if (!stdfs::exists(usage)) continue;
+        const auto by = std::chrono::steady_clock::now() + 2s;
+        while (std::stoull(first_line(usage)) > kMiB && std::chrono::steady_clock::now() < by)
+            std::this_thread::sleep_for(5ms);
+    }
+}
+
 // Touches `mib` MiB of anonymous memory and keeps it; false if it cannot be mapped.
 bool touch_mib(std::size_t mib) {
     const std::size_t size = mib * kMiB;
@@ -601,6 +613,7 @@ TEST_CASE("cgroup v1 hands a run's directories on with nothing of the run") {
     a.reset();
     CHECK(dirs_below(subtrees).size() == handed_on.size());
 
+    wait_until_settled(subtrees, name);
     auto b = t.backend->create("run-b", {.memory_bytes = 256 * kMiB, .max_tasks = 5});
     // On v1 B got A's directories (the same kernel objects), else this test would prove
     // nothing about them.
@@ -654,18 +667,8 @@ TEST_CASE("cgroup v1 hands a run's directories on with nothing of the run") {
             CHECK(key_value(dir / b->name() / "cpu.stat", "nr_throttled") == throttled_before);
     b.reset();
 
-    // C lowers the memory limit below B's (memory before memsw) and is held to it. B's page
-    // tables are freed after an RCU grace period; until then its set is not taken.
-    if (v1) {
-        const auto memory = std::find_if(subtrees.begin(), subtrees.end(), [&](const auto& dir) {
-            return stdfs::exists(dir / name / "memory.usage_in_bytes");
-        });
-        REQUIRE(memory != subtrees.end());
-        const auto freed_by = std::chrono::steady_clock::now() + 2s;
-        while (std::stoull(first_line(*memory / name / "memory.usage_in_bytes")) > kMiB &&
-               std::chrono::steady_clock::now() < freed_by)
-            std::this_thread::sleep_for(5ms);
-    }
+    // C lowers the memory limit below B's (memory before memsw) and is held to it.
+    wait_until_settled(subtrees, name);
     auto c = t.backend->create("run-c", {.memory_bytes = 32 * kMiB, .max_tasks = 5});
     for (const auto& [dir, inode] : handed_on) CHECK(inode_of(dir / c->name()) == inode);
     Child over([] { return touch_mib(64) ? 0 : 2; });
@@ -674,6 +677,26 @@ TEST_CASE("cgroup v1 hands a run's directories on with nothing of the run") {
     CHECK(killed_by_sigkill(over.wait()));
     CHECK(c->usage().oom_kills == 1);
     CHECK(c->usage().memory_peak_bytes <= 33 * kMiB);
+    c.reset();
+
+    // D has no memory limit at all (memsw first), E one again (memory first).
+    wait_until_settled(subtrees, name);
+    auto d = t.backend->create("run-d", {.max_tasks = 5});
+    for (const auto& [dir, inode] : handed_on) CHECK(inode_of(dir / d->name()) == inode);
+    Child unlimited([] { return touch_mib(64) ? 0 : 2; });
+    d->attach(unlimited.pid());
+    unlimited.release();
+    const int unlimited_status = unlimited.wait();
+    CHECK(WIFEXITED(unlimited_status));
+    CHECK(d->usage().oom_kills == 0);
+    d.reset();
+    wait_until_settled(subtrees, name);
+    auto e = t.backend->create("run-e", {.memory_bytes = 48 * kMiB, .max_tasks = 5});
+    for (const auto& [dir, inode] : handed_on) CHECK(inode_of(dir / e->name()) == inode);
+    for (const auto& dir : subtrees) {
+        const auto limit = dir / e->name() / "memory.limit_in_bytes";
+        if (stdfs::exists(limit)) CHECK(first_line(limit) == std::to_string(48 * kMiB));
+    }
 }
 
 TEST_CASE("cgroup v1 does not hand on a memory cgroup that a run left memory charged to") {
@@ -706,13 +729,17 @@ TEST_CASE("cgroup v1 does not hand on a memory cgroup that a run left memory cha
     for (const auto& dir : subtrees) dirs_of_a.emplace_back(dir, inode_of(dir / name));
     a.reset();
 
-    // B finds A's set too full to take: it is removed, and B gets a new one.
+    // B does not take A's set: it still holds 8 MiB.
     auto b = t.backend->create("run-b", {.memory_bytes = 64 * kMiB, .max_tasks = 8});
     CHECK(b->usage().memory_peak_bytes < 4 * kMiB);
-    CHECK(dirs_below(subtrees).size() == subtrees.size());
+    for (const auto& [dir, inode] : dirs_of_a) CHECK(inode_of(dir / b->name()) != inode);
+    // Nor does C once the page cache has had time to go (it stays): A's set is removed.
+    std::this_thread::sleep_for(1100ms);
+    auto c = t.backend->create("run-c", {.memory_bytes = 64 * kMiB, .max_tasks = 8});
+    CHECK(c->usage().memory_peak_bytes < 4 * kMiB);
     for (const auto& [dir, inode] : dirs_of_a) {
-        CHECK(inode_of(dir / b->name()) != inode);
-        if (b->name() != name) CHECK_FALSE(stdfs::exists(dir / name));
+        CHECK(inode_of(dir / c->name()) != inode);
+        CHECK_FALSE(stdfs::exists(dir / name));
     }
 }
 

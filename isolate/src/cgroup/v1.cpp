@@ -198,17 +198,30 @@ std::string V1KeptPool::new_set_name() {
 }
 
 std::unique_ptr<V1DirSet> V1KeptPool::take() {
+    std::vector<std::unique_ptr<V1DirSet>> unsettled;  // removed outside the lock
     std::lock_guard lock(mutex_);
-    if (kept_.empty()) return nullptr;
-    std::unique_ptr<V1DirSet> set = std::move(kept_.back());
-    kept_.pop_back();
-    return set;
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = kept_.begin(); it != kept_.end();) {
+        if ((*it)->little_memory_charged()) {
+            std::unique_ptr<V1DirSet> set = std::move(*it);
+            kept_.erase(it);
+            return set;
+        }
+        if (now - (*it)->kept_since < kKeptSettleTime) {
+            ++it;
+            continue;
+        }
+        unsettled.push_back(std::move(*it));
+        it = kept_.erase(it);
+    }
+    return nullptr;
 }
 
 void V1KeptPool::put(std::unique_ptr<V1DirSet> set) {
     {
         std::lock_guard lock(mutex_);
         if (!closed_ && kept_.size() < capacity_) {
+            set->kept_since = std::chrono::steady_clock::now();
             kept_.push_back(std::move(set));
             return;
         }
@@ -217,7 +230,7 @@ void V1KeptPool::put(std::unique_ptr<V1DirSet> set) {
 }
 
 void V1KeptPool::close() {
-    std::vector<std::unique_ptr<V1DirSet>> kept;
+    std::deque<std::unique_ptr<V1DirSet>> kept;
     {
         std::lock_guard lock(mutex_);
         closed_ = true;
@@ -276,7 +289,8 @@ void V1RunCgroup::make_dirs() {
         const auto& h = layout_->hierarchies[i];
         int made = fs::make_subdir(h.subtree, name);
         if (made == EEXIST) {
-            // Sets have unique names, so it was left by a crashed earlier instance.
+            // Sets have unique names and the backend removed what earlier instances left,
+            // so only something from outside made it; it goes like a crashed run's.
             fs::Backoff backoff(kTeardownBudget);
             if (const int err = destroy_node({&h.subtree}, name, backoff); err != 0)
                 throw_errno("cannot remove stale cgroup " + (h.subtree.path / name).string(), err);
@@ -350,10 +364,6 @@ void V1RunCgroup::apply_limits(const CgroupLimits& limits) {
     }
 
     if (limits.cpus > 0) {
-        if (layout_->cpu < 0)
-            throw SetupError(
-                "a CPU rate cap was requested but the cgroup v1 cpu controller is "
-                "not mounted");
         const double cpus = std::min(limits.cpus, 1e6);
         const long long quota = std::max(1000LL, std::llround(cpus * 100000));
         const fs::Dir& cpu = dir(layout_->cpu);
@@ -368,15 +378,11 @@ void V1RunCgroup::apply_limits(const CgroupLimits& limits) {
 
 bool V1RunCgroup::reuse_kept(const CgroupLimits& limits) {
     std::unique_ptr<V1DirSet> kept = pool_->take();
-    // Checked here rather than when the last run ended: what the kernel frees after a grace
-    // period (page tables, task structs, kernel stacks) has been given back by now.
-    if (!kept || !kept->little_memory_charged()) return false;
+    if (!kept) return false;
     kept->layout.reset();
     std::unique_ptr<V1DirSet> made = std::exchange(set_, std::move(kept));
     try {
         apply_limits(limits);
-        // After the limits: a lower memory limit may have made the kernel give back what
-        // it had cached, which lowers the usage the peak starts from.
         const fs::Dir& memory = dir(layout_->memory);
         fs::write_open_file(set_->cpuacct_usage.get(), dir(layout_->cpuacct), "cpuacct.usage", "0");
         fs::write_open_file(set_->memory_max_usage.get(), memory, "memory.max_usage_in_bytes", "0");
@@ -387,7 +393,8 @@ bool V1RunCgroup::reuse_kept(const CgroupLimits& limits) {
         return true;
     } catch (const std::exception& e) {
         // A limit it cannot take (a memory limit below what it still has charged, EBUSY):
-        // it goes, and this run gets a new set.
+        // it goes, and this run gets a new set. Its recorded limits may no longer be what
+        // the files hold, so it is not kept either way.
         std::fprintf(stderr, "sandboxd: a kept cgroup (v1) is not used again: %s\n", e.what());
         set_->layout = layout_;
         set_ = std::move(made);
@@ -400,6 +407,10 @@ const fs::Dir& V1RunCgroup::dir(int hierarchy) const {
 }
 
 void V1RunCgroup::build(const CgroupLimits& limits) {
+    // Before a kept set is taken: a request no set could meet must not cost one.
+    if (limits.cpus > 0 && layout_->cpu < 0)
+        throw SetupError(
+            "a CPU rate cap was requested but the cgroup v1 cpu controller is not mounted");
     if (!reuse_kept(limits)) {
         make_dirs();
         apply_limits(limits);

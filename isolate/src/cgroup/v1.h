@@ -3,7 +3,9 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -57,22 +59,27 @@ struct V1Layout {
 // - no task: they are kept only if pids.current reads 0 and every cgroup.procs is empty once
 //   pid 1 is reaped, and nothing inside a sandbox can move a task or make a child cgroup
 //   (it has no cgroupfs);
-// - no memory worth counting: page cache and kernel memory stay charged to the memcg that
-//   first touched them, so a run takes a kept set only if its memory.usage_in_bytes reads
-//   at most kKeptMemoryLeftover, and removes it otherwise. What is left then is mostly the
-//   kernel's per-CPU cache of charges for the memcg, which the next run's first pages use
-//   up; a fresh memcg starts such a cache with its first page, so its peak carries the
-//   same slack;
+// - little memory: page cache and kernel memory stay charged to the memcg that first
+//   touched them, and some of a run's memory (SysV shared memory, task structs) is freed
+//   only after an RCU grace period. So the pool hands out its oldest sets first, and only
+//   one whose memory.usage_in_bytes reads at most kKeptMemoryLeftover. What is left then is
+//   mostly the kernel's per-CPU cache of charges for the memcg (at most 64 pages per CPU),
+//   which the next run's first pages use up; a fresh memcg makes such a cache with its
+//   first page, so its peak has the same slack. The rest counts in the next run's peak:
+//   at most that much, less than what the shared page cache already moves a peak by (a
+//   run that reads a file an earlier run left cached is not charged for it);
 // - no figure or limit: cpuacct.usage is reset to 0, memory.max_usage_in_bytes to the usage
 //   at the start, the OOM kills are counted from that start; pids.max, the memory limits and
 //   the CPU quota are written for the new run (a quota write also refills the bandwidth and
 //   lifts any throttling).
-// What stays is what no run can read and the daemon never reports: pids.events' count of
-// refused forks, cpu.stat's throttling totals, memory.failcnt and memory.stat's event
-// counters, and the scheduler's decaying load figures for the group.
+// The sandbox cannot see any of these files. What stays is what no run can read and the daemon
+// never reports: pids.events' count of refused forks, cpu.stat's throttling totals, memory.failcnt
+// and memory.stat's event counters, and the scheduler's decaying load figures for the group.
 struct V1DirSet {
-    // Set while the set waits in the pool, not in use: its directories are removed with it.
+    // Set while the set waits in the pool, not in use: its directories are removed from
+    // the layout's subtrees when it is destroyed there.
     std::shared_ptr<const V1Layout> layout;
+    std::chrono::steady_clock::time_point kept_since;
     std::string name;
     std::vector<fs::Dir> dirs;    // parallel to the hierarchies
     std::vector<UniqueFd> tasks;  // likewise; `tasks`, opened for writing
@@ -101,14 +108,19 @@ struct V1DirSet {
     bool little_memory_charged() const noexcept;
 };
 
-// A memcg that a run left with at most this much charged is used again (V1DirSet).
+// A memcg with at most this much charged is used again (V1DirSet).
 inline constexpr std::uint64_t kKeptMemoryLeftover = 1 << 20;
+// A kept set whose memcg still has more charged after this long is removed: what is left is
+// page cache, which stays.
+inline constexpr std::chrono::milliseconds kKeptSettleTime{1000};
 
 // The sets waiting for a run, and the names of new ones; shared by the backend and its runs.
 class V1KeptPool {
   public:
-    explicit V1KeptPool(std::size_t capacity) : capacity_(capacity) { kept_.reserve(capacity); }
+    explicit V1KeptPool(std::size_t capacity) : capacity_(capacity) {}
     std::string new_set_name();  // box-<n>, unique for the pool's lifetime
+    // The oldest kept set with little memory charged (V1DirSet), or null. Removes the sets
+    // that still have more than that after kKeptSettleTime.
     std::unique_ptr<V1DirSet> take();
     // Keeps `set`, or removes it when the pool is full or closed.
     void put(std::unique_ptr<V1DirSet> set);
@@ -118,7 +130,7 @@ class V1KeptPool {
   private:
     const std::size_t capacity_;
     std::mutex mutex_;
-    std::vector<std::unique_ptr<V1DirSet>> kept_;
+    std::deque<std::unique_ptr<V1DirSet>> kept_;  // oldest first
     bool closed_ = false;
     std::atomic<std::uint64_t> serial_{0};
 };
