@@ -156,8 +156,7 @@ TEST_CASE(
     // v1 keeps up to 16 sets of a run's cgroups, each with its directories and control files
     // open, and how many depends on how soon each one's memory settles (V1DirSet); every
     // other descriptor is as before.
-    CHECK(count_entries("/proc/self/fd") - cgroup_fds(fds_after) ==
-          fds - cgroup_fds(fds_before));
+    CHECK(count_entries("/proc/self/fd") - cgroup_fds(fds_after) == fds - cgroup_fds(fds_before));
     CHECK(cgroup_fds(fds_after) <= 16 * 20);
     CHECK(count_lines("/proc/self/mountinfo") == mounts);
     // Other processes on the machine come and go in /tmp; a per-run leak would add one each.
