@@ -135,6 +135,7 @@ TEST_CASE(
     std::size_t tmp = count_entries("/tmp");
     std::size_t var_tmp = count_entries("/var/tmp");
     std::size_t cgroups = run_cgroups();
+    const auto reuse_before = test::sandbox().cgroups().reuse_stats();
     // scripts/vm-test asks for fewer: a run takes about 0.3 s in its emulated guest.
     const char* env = std::getenv("SBX_REPEAT_RUNS");
     const int runs = env ? std::atoi(env) : 500;
@@ -168,6 +169,11 @@ TEST_CASE(
         CHECK(run_cgroups() == 0);
     } else {
         CHECK(run_cgroups() <= 16 * 5);
+        // Most runs took the directories an earlier run left (a set is taken once its memory
+        // has settled, so a run soon after the last one may make a new set).
+        const auto reuse = test::sandbox().cgroups().reuse_stats();
+        CHECK(reuse.reused - reuse_before.reused >= static_cast<std::uint64_t>(runs) / 4);
+        CHECK(reuse.made - reuse_before.made <= static_cast<std::uint64_t>(runs) / 4);
     }
     CHECK(run_cgroups(true) == 0);
     CHECK(test::processes_of_uid(test::sandbox().config().uid_base + 3).empty());

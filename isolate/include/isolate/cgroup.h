@@ -53,6 +53,13 @@ class Backend {
     // Throws SetupError if any limit cannot be applied.
     virtual std::unique_ptr<RunCgroup> create(const std::string& run_name,
                                               const CgroupLimits& limits) = 0;
+
+    // v1 hands a run's directories on to later runs; these count how often (v2: zeros).
+    struct ReuseStats {
+        std::uint64_t made = 0;    // runs that made new directories
+        std::uint64_t reused = 0;  // runs that took an earlier run's
+    };
+    virtual ReuseStats reuse_stats() const { return {}; }
 };
 
 struct BackendOptions {

@@ -31,6 +31,8 @@ constexpr auto kTeardownBudget = 2000ms;
 // More than a daemon's slots ever leave at once (each holds at most two runs' sets).
 constexpr std::size_t kKeptCapacity = 16;
 constexpr auto kKillBudget = 100ms;
+// The kernel's PID_MAX_LIMIT on 64-bit: pids.max refuses more.
+constexpr std::uint64_t kPidMaxLimit = 4 * 1024 * 1024;
 
 bool contains(const std::vector<std::string>& v, std::string_view s) {
     return std::find(v.begin(), v.end(), s) != v.end();
@@ -316,7 +318,11 @@ void V1RunCgroup::make_dirs() {
     set_->cpuacct_usage = fs::open_file(dir(layout_->cpuacct), "cpuacct.usage", O_RDWR);
     set_->pids_current = fs::open_file(pids, "pids.current", O_RDONLY);
     set_->pids_max = fs::open_file(pids, "pids.max", O_WRONLY);
-    set_->memory_usage = fs::open_file(memory, "memory.usage_in_bytes", O_RDONLY);
+    // With swap accounting, memsw counts memory and swap: swap a run left charged would
+    // shrink the next run's memsw limit too.
+    set_->memory_usage = fs::open_file(
+        memory, layout_->has_memsw ? "memory.memsw.usage_in_bytes" : "memory.usage_in_bytes",
+        O_RDONLY);
     set_->memory_max_usage = fs::open_file(memory, "memory.max_usage_in_bytes", O_RDWR);
     set_->memory_limit = fs::open_file(memory, "memory.limit_in_bytes", O_WRONLY);
     // It exists only with swap accounting, and without it there is no way to keep a run
@@ -411,9 +417,15 @@ void V1RunCgroup::build(const CgroupLimits& limits) {
     if (limits.cpus > 0 && layout_->cpu < 0)
         throw SetupError(
             "a CPU rate cap was requested but the cgroup v1 cpu controller is not mounted");
-    if (!reuse_kept(limits)) {
+    if (limits.max_tasks > kPidMaxLimit)
+        throw SetupError("pids.max cannot be above " + std::to_string(kPidMaxLimit) + ": " +
+                         std::to_string(limits.max_tasks) + " was asked for");
+    if (reuse_kept(limits)) {
+        ++pool_->reused;
+    } else {
         make_dirs();
         apply_limits(limits);
+        ++pool_->made;
     }
     built_ = true;
 }

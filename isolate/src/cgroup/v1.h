@@ -62,7 +62,7 @@ struct V1Layout {
 // - little memory: page cache and kernel memory stay charged to the memcg that first
 //   touched them, and some of a run's memory (SysV shared memory, task structs) is freed
 //   only after an RCU grace period. So the pool hands out its oldest sets first, and only
-//   one whose memory.usage_in_bytes reads at most kKeptMemoryLeftover. What is left then is
+//   one whose memory (and swap) usage reads at most kKeptMemoryLeftover. What is left then is
 //   mostly the kernel's per-CPU cache of charges for the memcg (at most 64 pages per CPU),
 //   which the next run's first pages use up; a fresh memcg makes such a cache with its
 //   first page, so its peak has the same slack. The rest counts in the next run's peak:
@@ -86,7 +86,8 @@ struct V1DirSet {
     UniqueFd cpuacct_usage;       // read-write: writing 0 resets it
     UniqueFd pids_current;
     UniqueFd pids_max;          // write-only
-    UniqueFd memory_usage;      // memory.usage_in_bytes
+    UniqueFd memory_usage;      // memory.memsw.usage_in_bytes if it exists (swap too), else
+                                // memory.usage_in_bytes
     UniqueFd memory_max_usage;  // read-write: writing 0 resets the peak to the usage now
     UniqueFd memory_limit;      // write-only, like memsw_limit
     UniqueFd memsw_limit;       // invalid without swap accounting
@@ -104,7 +105,7 @@ struct V1DirSet {
 
     // True when no task is in any of them; false too if that cannot be read.
     bool surely_empty() const noexcept;
-    // True when memory.usage_in_bytes reads at most kKeptMemoryLeftover.
+    // True when memory_usage reads at most kKeptMemoryLeftover.
     bool little_memory_charged() const noexcept;
 };
 
@@ -126,6 +127,9 @@ class V1KeptPool {
     void put(std::unique_ptr<V1DirSet> set);
     // Removes every kept set and every later one handed in (the backend is going).
     void close();
+    // Counted by the runs: a new set made, a kept one taken.
+    std::atomic<std::uint64_t> made{0};
+    std::atomic<std::uint64_t> reused{0};
 
   private:
     const std::size_t capacity_;
@@ -155,8 +159,8 @@ class V1RunCgroup final : public RunCgroup {
     void kill_all() noexcept override;
 
   private:
-    // Takes a kept set and readies it for this run; false when none is kept, or the one
-    // taken holds too much memory or could not be readied (then it is removed).
+    // Takes a kept set and readies it for this run; false when none is ready to be taken,
+    // or the one taken could not be readied (then it is removed).
     bool reuse_kept(const CgroupLimits& limits);
     void make_dirs();
     void apply_limits(const CgroupLimits& limits);
@@ -180,6 +184,9 @@ class V1Backend final : public Backend {
     ~V1Backend() override;
 
     std::string name() const override { return "v1"; }
+    ReuseStats reuse_stats() const override {
+        return {kept_pool_->made.load(), kept_pool_->reused.load()};
+    }
     // Thread-safe: it only reads the layout.
     std::unique_ptr<RunCgroup> create(const std::string& run_name,
                                       const CgroupLimits& limits) override;
