@@ -71,6 +71,11 @@ json netns_stats(const isolate::Sandbox& sandbox) {
             {"kept_unix_only", stats.kept_unix_only}};
 }
 
+json cgroup_reuse_stats(const isolate::Sandbox& sandbox) {
+    auto stats = sandbox.cgroups().reuse_stats();
+    return {{"made", stats.made}, {"reused", stats.reused}};
+}
+
 json stats_body(const DaemonServices& services, std::size_t connections) {
     Scheduler::Stats stats = services.scheduler.stats();
     auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
@@ -89,6 +94,7 @@ json stats_body(const DaemonServices& services, std::size_t connections) {
             {"compile_cache", compile_cache_stats(services.compile_cache)},
             {"prepared_sandboxes", prepared_stats(services.sandbox)},
             {"network_namespaces", netns_stats(services.sandbox)},
+            {"cgroup_reuse", cgroup_reuse_stats(services.sandbox)},
             {"version", SANDBOXD_VERSION}};
 }
 

@@ -84,12 +84,21 @@ TEST_CASE("stats reports slots, queue, completed runs and the cgroup backend" *
     CHECK(backend == (pure_cgroup2_host() ? "v2" : "v1"));
     if (!forced_cgroup_backend().empty()) CHECK(backend == forced_cgroup_backend());
     CHECK(before["uptime_s"].is_number_integer());
+    const Json& reuse = before["cgroup_reuse"];
+    REQUIRE(reuse["made"].is_number_integer());
+    REQUIRE(reuse["reused"].is_number_integer());
+    auto sets = [](const Json& stats) {
+        return stats["cgroup_reuse"]["made"].get<int>() +
+               stats["cgroup_reuse"]["reused"].get<int>();
+    };
     client.call(execute("bash", "true"));
-    // The slot counts a run as completed just after it posts the answer.
+    // The slot counts a run as completed just after it posts the answer, and then builds its
+    // next sandbox, whose cgroup (v1) is made or reused.
     CHECK(eventually(
         [&] {
             Json after = client.call({{"op", "stats"}});
-            return after["completed"].get<int>() == before["completed"].get<int>() + 1;
+            return after["completed"].get<int>() == before["completed"].get<int>() + 1 &&
+                   (backend == "v2" ? sets(after) == 0 : sets(after) > sets(before));
         },
         5s));
 }

@@ -668,7 +668,8 @@ TEST_CASE("cgroup v1 hands a run's directories on with nothing of the run") {
     CHECK(ns <= 400'000'000);
     const auto usage = b->usage();
     CHECK(usage.oom_kills == 0);
-    CHECK(usage.memory_peak_bytes < 8 * kMiB);
+    // Far below A's 64 MiB; the forks of a sanitized test process touch ~10 MiB.
+    CHECK(usage.memory_peak_bytes < 32 * kMiB);
     for (const auto& dir : subtrees)
         if (throttled_before >= 0 && stdfs::exists(dir / b->name() / "cpu.stat"))
             CHECK(key_value(dir / b->name() / "cpu.stat", "nr_throttled") == throttled_before);
