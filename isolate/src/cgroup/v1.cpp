@@ -333,10 +333,7 @@ void V1RunCgroup::make_dirs() {
     // oom_kill_disable and swappiness are inherited from the subtree, where the backend set
     // them, and nothing else writes them. Checked anyway: with oom_kill_disable set, a run
     // over its limit would hang instead of being killed.
-    std::string oom_control;
-    if (const int err = fs::try_pread_all(set_->oom_control.get(), oom_control); err != 0)
-        throw_errno("read " + (memory.path / "memory.oom_control").string(), err);
-    if (fs::find_key_u64(oom_control, "oom_kill_disable").value_or(0) != 0)
+    if (fs::find_key_u64(read_oom_control(), "oom_kill_disable").value_or(0) != 0)
         fs::write_file_at(memory, "memory.oom_control", "0");
 }
 
@@ -373,8 +370,9 @@ void V1RunCgroup::apply_limits(const CgroupLimits& limits) {
         const double cpus = std::min(limits.cpus, 1e6);
         const long long quota = std::max(1000LL, std::llround(cpus * 100000));
         const fs::Dir& cpu = dir(layout_->cpu);
+        // The period stays what it was set to; a new directory has the kernel's default.
+        if (!set.quota_set) fs::write_file_at(cpu, "cpu.cfs_period_us", "100000");
         set.quota_set = true;
-        fs::write_file_at(cpu, "cpu.cfs_period_us", "100000");
         fs::write_file_at(cpu, "cpu.cfs_quota_us", std::to_string(quota));
     } else if (set.quota_set) {
         fs::write_file_at(dir(layout_->cpu), "cpu.cfs_quota_us", "-1");
@@ -389,13 +387,10 @@ bool V1RunCgroup::reuse_kept(const CgroupLimits& limits) {
     std::unique_ptr<V1DirSet> made = std::exchange(set_, std::move(kept));
     try {
         apply_limits(limits);
-        const fs::Dir& memory = dir(layout_->memory);
         fs::write_open_file(set_->cpuacct_usage.get(), dir(layout_->cpuacct), "cpuacct.usage", "0");
-        fs::write_open_file(set_->memory_max_usage.get(), memory, "memory.max_usage_in_bytes", "0");
-        std::string oom_control;
-        if (const int err = fs::try_pread_all(set_->oom_control.get(), oom_control); err != 0)
-            throw_errno("read " + (memory.path / "memory.oom_control").string(), err);
-        set_->oom_kills_before = fs::find_key_u64(oom_control, "oom_kill").value_or(0);
+        fs::write_open_file(set_->memory_max_usage.get(), dir(layout_->memory),
+                            "memory.max_usage_in_bytes", "0");
+        set_->oom_kills_before = fs::find_key_u64(read_oom_control(), "oom_kill").value_or(0);
         return true;
     } catch (const std::exception& e) {
         // A limit it cannot take (a memory limit below what it still has charged, EBUSY):
@@ -406,6 +401,13 @@ bool V1RunCgroup::reuse_kept(const CgroupLimits& limits) {
         set_ = std::move(made);
         return false;
     }
+}
+
+std::string V1RunCgroup::read_oom_control() const {
+    std::string content;
+    if (const int err = fs::try_pread_all(set_->oom_control.get(), content); err != 0)
+        throw_errno("read " + (dir(layout_->memory).path / "memory.oom_control").string(), err);
+    return content;
 }
 
 const fs::Dir& V1RunCgroup::dir(int hierarchy) const {
@@ -465,9 +467,7 @@ Usage V1RunCgroup::usage() const {
     if (const int err = fs::try_pread_all(set_->memory_max_usage.get(), content); err != 0)
         throw_errno("read " + (memory.path / "memory.max_usage_in_bytes").string(), err);
     u.memory_peak_bytes = fs::parse_u64(content).value_or(0);
-    if (const int err = fs::try_pread_all(set_->oom_control.get(), content); err != 0)
-        throw_errno("read " + (memory.path / "memory.oom_control").string(), err);
-    const std::uint64_t oom_kills = fs::find_key_u64(content, "oom_kill").value_or(0);
+    const std::uint64_t oom_kills = fs::find_key_u64(read_oom_control(), "oom_kill").value_or(0);
     u.oom_kills = oom_kills > set_->oom_kills_before ? oom_kills - set_->oom_kills_before : 0;
     return u;
 }

@@ -164,6 +164,7 @@ class V1RunCgroup final : public RunCgroup {
     bool reuse_kept(const CgroupLimits& limits);
     void make_dirs();
     void apply_limits(const CgroupLimits& limits);
+    std::string read_oom_control() const;  // throws SetupError naming the file
     const fs::Dir& dir(int hierarchy) const;
     std::vector<const fs::Dir*> node() const;  // every hierarchy's directory
     // Hands the set to the pool; false (and nothing done) unless it is surely empty.
