@@ -97,44 +97,38 @@ TEST_CASE(
     "to the next run" *
     doctest::test_suite("vm")) {
     // On v1 later runs take this run's directories (the cgroup tests prove it is the same
-    // kernel objects); on v2 each run has a new cgroup.
-    auto hog = test::probe({"hog", "64"});
-    hog.slot = 2;
-    hog.limits.memory_bytes = 32 << 20;
-    const auto hogged = test::sandbox().run(hog);
+    // kernel objects); on v2 each run has a new cgroup. All run on one slot, one after another.
+    auto run_on_slot = [](std::vector<std::string> args, auto set_limits) {
+        auto spec = test::probe(std::move(args));
+        spec.slot = 2;
+        set_limits(spec.limits);
+        return test::sandbox().run(spec);
+    };
+    const auto hogged = run_on_slot({"hog", "64"}, [](auto& l) { l.memory_bytes = 32 << 20; });
     CHECK(hogged.status == Status::memory_limit);
     CHECK(hogged.memory_bytes >= 24u << 20);
 
     // Its limit and its OOM kill are gone: 48 MiB fit under 128.
-    auto bigger = test::probe({"hog", "48"});
-    bigger.slot = 2;
-    bigger.limits.memory_bytes = 128 << 20;
-    const auto fitted = test::sandbox().run(bigger);
+    const auto fitted = run_on_slot({"hog", "48"}, [](auto& l) { l.memory_bytes = 128 << 20; });
     CHECK(fitted.status == Status::ok);
     CHECK(fitted.memory_bytes >= 48u << 20);
     CHECK(fitted.memory_bytes <= 80u << 20);
 
-    auto bomb = test::probe({"forkbomb"});
-    bomb.slot = 2;
-    bomb.limits.max_processes = 8;
-    bomb.limits.cpus = 0.5;
-    bomb.limits.wall_time_ms = 700;
-    const auto bombed = test::sandbox().run(bomb);
+    const auto bombed = run_on_slot({"forkbomb"}, [](auto& l) {
+        l.max_processes = 8;
+        l.cpus = 0.5;
+        l.wall_time_ms = 700;
+    });
     CHECK((bombed.status == Status::wall_time_limit || bombed.status == Status::time_limit));
     CHECK(bombed.cpu_time_ms >= 100);
 
     // All of the next run's task slots are free: the probe and pid 1 take two.
-    auto count = test::probe({"forkcount"});
-    count.slot = 2;
-    count.limits.max_processes = 16;
-    const auto counted = test::sandbox().run(count);
+    const auto counted = run_on_slot({"forkcount"}, [](auto& l) { l.max_processes = 16; });
     CHECK(counted.status == Status::ok);
     CHECK(counted.stdout_data == "forked 15\n");
     // Its CPU time is its own, counted from zero, and no quota slows it: 300 ms of CPU at
     // half a core would take 600 ms.
-    auto spin = test::probe({"spin", "300"});
-    spin.slot = 2;
-    const auto spun = test::sandbox().run(spin);
+    const auto spun = run_on_slot({"spin", "300"}, [](auto&) {});
     CHECK(spun.status == Status::ok);
     CHECK(spun.cpu_time_ms >= 270);
     CHECK(spun.cpu_time_ms <= 450);
