@@ -196,6 +196,10 @@ int fork_until_refused() {
     return err == EAGAIN ? n : 200 + err;
 }
 
+bool hands_on(const cg::Backend& backend) {
+    return test::cgroups_handed_on(backend.name());
+}
+
 struct TestBackend {
     std::string subtree = unique_subtree();
     std::unique_ptr<cg::Backend> backend =
@@ -217,7 +221,7 @@ ino_t inode_of(const stdfs::path& path) {
     return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
 }
 
-// The directories below a subtree: on v1, the sets kept for later runs besides those in use.
+// The directories below a subtree: the sets kept for later runs besides those in use.
 std::vector<stdfs::path> dirs_below(const std::vector<stdfs::path>& subtrees) {
     std::vector<stdfs::path> found;
     for (const auto& dir : subtrees)
@@ -226,11 +230,11 @@ std::vector<stdfs::path> dirs_below(const std::vector<stdfs::path>& subtrees) {
     return found;
 }
 
-// A destroyed run's directory: v2 removes it; v1 removes it or keeps it, with no task, for
-// a later run.
+// A destroyed run's directory: removed, or kept with no task for a later run where the
+// backend hands cgroups on.
 bool gone_or_kept_empty(const stdfs::path& dir, const cg::Backend& backend) {
     if (!stdfs::exists(dir)) return true;
-    return backend.name() == "v1" && first_line(dir / "cgroup.procs").empty();
+    return hands_on(backend) && first_line(dir / "cgroup.procs").empty();
 }
 
 // Reaps every child and grandchild of this process (a subreaper) that has exited.
@@ -284,7 +288,7 @@ TEST_CASE("cgroup create applies the limits and destroy leaves no directory behi
         auto run =
             t.backend->create("run-a", {.memory_bytes = 64 * kMiB, .max_tasks = 16, .cpus = 0.5});
         name = run->name();
-        CHECK(name == (t.backend->name() == "v2" ? "run-a" : "box-0"));
+        CHECK(name == "box-0");
         for (const auto& dir : subtrees) {
             const auto d = dir / name;
             CHECK(stdfs::is_directory(d));
@@ -319,7 +323,7 @@ TEST_CASE("cgroup create applies the limits and destroy leaves no directory behi
         const auto before = dirs_below(subtrees);
         CHECK_THROWS_WITH_AS(t.backend->create("run-b", {.max_tasks = 100'000'000}),
                              doctest::Contains("pids.max"), isolate::SetupError);
-        // v1 refuses it before taking a kept set: the set stays.
+        // Refused before a kept set is taken: the set stays.
         CHECK(dirs_below(subtrees).size() == before.size());
         for (const auto& dir : subtrees) CHECK_FALSE(stdfs::exists(dir / "run-b"));
         for (const auto& dir : dirs_below(subtrees))
@@ -330,10 +334,10 @@ TEST_CASE("cgroup create applies the limits and destroy leaves no directory behi
         CHECK_THROWS_AS(t.backend->create("", {}), isolate::SetupError);
     }
     SUBCASE("an existing directory of the same name is replaced") {
-        // On v1 the run in use takes the kept set, box-0, and the next one is made as box-1.
-        const bool v1 = t.backend->name() == "v1";
-        auto in_use = v1 ? t.backend->create("run-b", {}) : nullptr;
-        const std::string name = v1 ? "box-1" : "run-c";
+        // The first run's set was box-0; where it was kept, the run in use takes it. Either
+        // way the next one is made as box-1.
+        auto in_use = hands_on(*t.backend) ? t.backend->create("run-b", {}) : nullptr;
+        const std::string name = "box-1";
         for (const auto& dir : subtrees) stdfs::create_directory(dir / name);
         auto run = t.backend->create("run-c", {.max_tasks = 7});
         CHECK(run->name() == name);
@@ -529,11 +533,12 @@ TEST_CASE("cgroup destroying a run kills what is still inside") {
     CHECK(dirs_below(subtrees).empty());
 }
 
-// v1: waits up to 2 s for a kept set's memcg to have at most 1 MiB charged, the most a run
+// Waits up to 2 s for a kept set's memcg to have at most 1 MiB charged, the most a run
 // takes it with; what the last run's tasks leave is freed after an RCU grace period.
 void wait_until_settled(const std::vector<stdfs::path>& subtrees, const std::string& name) {
     for (const auto& dir : subtrees) {
-        const auto usage = dir / name / "memory.usage_in_bytes";
+        auto usage = dir / name / "memory.usage_in_bytes";
+        if (!stdfs::exists(usage)) usage = dir / name / "memory.current";
         if (!stdfs::exists(usage)) continue;
         const auto by = std::chrono::steady_clock::now() + 2s;
         while (std::stoull(first_line(usage)) > kMiB && std::chrono::steady_clock::now() < by)
@@ -552,9 +557,11 @@ bool touch_mib(std::size_t mib) {
     return true;
 }
 
-TEST_CASE("cgroup v1 hands a run's directories on with nothing of the run") {
+TEST_CASE("cgroup hands a run's directories on with nothing of the run") {
     TestBackend t;
-    const bool v1 = t.backend->name() == "v1";
+    const bool reuse = hands_on(*t.backend);
+    MESSAGE((std::string("cgroup ") + t.backend->name() + ": cgroups " +
+             (reuse ? "are" : "are not") + " handed on"));
     const auto subtrees = subtree_dirs(t.subtree);
     Subreaper subreaper;
     auto a = t.backend->create("run-a", {.memory_bytes = 64 * kMiB, .max_tasks = 7, .cpus = 0.5});
@@ -608,12 +615,12 @@ TEST_CASE("cgroup v1 hands a run's directories on with nothing of the run") {
     CHECK(a->usage().memory_peak_bytes >= 60 * kMiB);
 
     const std::string name = a->name();
-    std::vector<std::pair<stdfs::path, ino_t>> handed_on;  // v1: A's inodes
+    std::vector<std::pair<stdfs::path, ino_t>> handed_on;  // A's inodes, where handed on
     for (const auto& dir : subtrees) {
         const auto d = dir / name;
         if (stdfs::exists(d / "pids.current")) CHECK(first_line(d / "pids.current") == "7");
         if (stdfs::exists(d / "cpu.stat")) CHECK(key_value(d / "cpu.stat", "nr_throttled") > 0);
-        if (v1) handed_on.emplace_back(dir, inode_of(d));
+        if (reuse) handed_on.emplace_back(dir, inode_of(d));
     }
     a->kill_all();
     CHECK(killed_by_sigkill(child.wait()));
@@ -625,13 +632,15 @@ TEST_CASE("cgroup v1 hands a run's directories on with nothing of the run") {
 
     wait_until_settled(subtrees, name);
     auto b = t.backend->create("run-b", {.memory_bytes = 256 * kMiB, .max_tasks = 5});
-    // On v1 B got A's directories (the same kernel objects), else this test would prove
-    // nothing about them.
-    CHECK(b->name() == (v1 ? name : "run-b"));
+    // B got A's directories (the same kernel objects), else this test would prove nothing
+    // about them; or, before Linux 6.12 on v2, a new one.
+    CHECK((b->name() == name) == reuse);
     for (const auto& [dir, inode] : handed_on) CHECK(inode_of(dir / b->name()) == inode);
     CHECK(b->cpu_usage_ns() == 0);
     CHECK(b->usage().oom_kills == 0);
     CHECK(b->usage().memory_peak_bytes < 4 * kMiB);
+    // pids.peak cannot be reset: a handed-on cgroup reports none rather than A's 7.
+    CHECK(b->usage().tasks_peak < 7);
     long long throttled_before = -1;
     for (const auto& dir : subtrees) {
         const auto d = dir / b->name();
@@ -645,6 +654,8 @@ TEST_CASE("cgroup v1 hands a run's directories on with nothing of the run") {
             if (stdfs::exists(d / "memory.memsw.limit_in_bytes"))
                 CHECK(first_line(d / "memory.memsw.limit_in_bytes") == std::to_string(256 * kMiB));
         }
+        if (stdfs::exists(d / "memory.max"))
+            CHECK(first_line(d / "memory.max") == std::to_string(256 * kMiB));
         if (stdfs::exists(d / "cpu.cfs_quota_us"))
             CHECK(first_line(d / "cpu.cfs_quota_us") == "-1");
         if (stdfs::exists(d / "cpu.max")) CHECK(first_line(d / "cpu.max").rfind("max ", 0) == 0);
@@ -705,12 +716,14 @@ TEST_CASE("cgroup v1 hands a run's directories on with nothing of the run") {
     auto e = t.backend->create("run-e", {.memory_bytes = 48 * kMiB, .max_tasks = 5});
     for (const auto& [dir, inode] : handed_on) CHECK(inode_of(dir / e->name()) == inode);
     for (const auto& dir : subtrees) {
-        const auto limit = dir / e->name() / "memory.limit_in_bytes";
-        if (stdfs::exists(limit)) CHECK(first_line(limit) == std::to_string(48 * kMiB));
+        for (const char* file : {"memory.limit_in_bytes", "memory.max"}) {
+            const auto limit = dir / e->name() / file;
+            if (stdfs::exists(limit)) CHECK(first_line(limit) == std::to_string(48 * kMiB));
+        }
     }
 }
 
-TEST_CASE("cgroup v1 does not hand on a memory cgroup that a run left memory charged to") {
+TEST_CASE("cgroup does not hand on a memory cgroup that a run left memory charged to") {
     TestBackend t;
     const auto subtrees = subtree_dirs(t.subtree);
     // A file on the host's /dev/shm outlives the run, and its pages stay charged to the

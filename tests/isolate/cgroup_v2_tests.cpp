@@ -100,8 +100,8 @@ TEST_CASE("cgroup backend in use is reported") {
 }
 
 TEST_CASE("memory peak is fresh for each run, not the previous run's") {
-    // Both backends make a new cgroup per run; memory.peak (v2) and max_usage_in_bytes (v1)
-    // would otherwise carry the high-water mark over.
+    // A run's cgroup is new or handed on with its peak reset; memory.peak (v2) and
+    // max_usage_in_bytes (v1) would otherwise carry the high-water mark over.
     auto big = test::probe({"hog", "96"});
     big.limits.memory_bytes = 256 << 20;
     big.slot = 5;
@@ -123,7 +123,7 @@ TEST_CASE("cgroup v2: clone3(CLONE_INTO_CGROUP) starts the child in the run cgro
     auto run = t.backend->create("born", {.memory_bytes = 64 * kMiB, .max_tasks = 8});
     REQUIRE(run->clone_into_fd() >= 0);
     const std::string expected =
-        "0::/" + stdfs::relative(t.dir / "born", "/sys/fs/cgroup").string();
+        "0::/" + stdfs::relative(t.dir / run->name(), "/sys/fs/cgroup").string();
     int report[2], release[2];
     REQUIRE(::pipe2(report, O_CLOEXEC) == 0);
     REQUIRE(::pipe2(release, O_CLOEXEC) == 0);
@@ -150,7 +150,7 @@ TEST_CASE("cgroup v2: clone3(CLONE_INTO_CGROUP) starts the child in the run cgro
     ::close(report[0]);
     const std::string seen(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
     // And from outside, while it waits: the run's cgroup.procs lists it.
-    const auto procs = cg::fs::parse_pids(read_text(t.dir / "born" / "cgroup.procs"));
+    const auto procs = cg::fs::parse_pids(read_text(t.dir / run->name() / "cgroup.procs"));
     ::close(release[1]);
     const int status = wait_status(static_cast<pid_t>(pid));
     CHECK(seen.substr(0, seen.find('\n')) == expected);
@@ -172,7 +172,7 @@ TEST_CASE("cgroup v2: kill_all kills through cgroup.kill, nested cgroups and for
           doctest::skip(kNotV2)) {
     TestBackend t;
     auto run = t.backend->create("kill2", {.memory_bytes = 256 * kMiB, .max_tasks = 64});
-    const stdfs::path dir = t.dir / "kill2";
+    const stdfs::path dir = t.dir / run->name();
     CHECK(stdfs::exists(dir / "cgroup.kill"));  // 5.14 and later
     stdfs::create_directory(dir / "nested");
     int ready[2];
@@ -225,7 +225,7 @@ TEST_CASE("cgroup v2: memory.peak is the run's own, memory.events oom_kill makes
     TestBackend t;
     {
         auto run = t.backend->create("again", {.memory_bytes = 32 * kMiB, .max_tasks = 8});
-        const stdfs::path dir = t.dir / "again";
+        const stdfs::path dir = t.dir / run->name();
         CHECK(stdfs::exists(dir / "memory.peak"));  // 5.19 and later: a real peak, not sampled
         CHECK(first_line(dir / "memory.max") == std::to_string(32 * kMiB));
         if (stdfs::exists(dir / "memory.swap.max"))
@@ -254,7 +254,8 @@ TEST_CASE("cgroup v2: memory.peak is the run's own, memory.events oom_kill makes
         CHECK(usage.memory_peak_bytes > 16 * kMiB);
         CHECK(usage.memory_peak_bytes <= 32 * kMiB);
     }
-    // The same name again: a new cgroup, so neither the peak nor the OOM count carries over.
+    // Again: the same cgroup handed on (6.12 and later) or a new one, and neither way does the
+    // peak or the OOM count carry over.
     auto run = t.backend->create("again", {.memory_bytes = 32 * kMiB, .max_tasks = 8});
     const auto usage = run->usage();
     CHECK(usage.oom_kills == 0);
@@ -271,7 +272,7 @@ TEST_CASE("cgroup v2: memory.peak is the run's own, memory.events oom_kill makes
 TEST_CASE("cgroup v2: pids.peak is reported where the kernel has it" * doctest::skip(kNotV2)) {
     TestBackend t;
     auto run = t.backend->create("tasks", {.memory_bytes = 64 * kMiB, .max_tasks = 8});
-    const bool has_peak = stdfs::exists(t.dir / "tasks" / "pids.peak");
+    const bool has_peak = stdfs::exists(t.dir / run->name() / "pids.peak");
     utsname u{};
     ::uname(&u);
     std::printf("cgroup v2: pids.peak %s on kernel %s\n",
@@ -343,7 +344,7 @@ TEST_CASE("cgroup v2: a delegated daemon moves itself into a leaf, and refuses t
                     return 12;
                 if (!cg::fs::parse_pids(read_text(service / "cgroup.procs")).empty()) return 13;
                 auto run = backend->create("r", {.memory_bytes = 16 * kMiB, .max_tasks = 4});
-                if (first_line(service / "daemon" / "r" / "memory.max") !=
+                if (first_line(service / "daemon" / run->name() / "memory.max") !=
                     std::to_string(16 * kMiB))
                     return 14;
                 return 0;

@@ -2,10 +2,12 @@
 
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -71,6 +73,16 @@ const std::string& cgroup_subtree() {
 std::string forced_cgroup_backend() {
     const char* value = std::getenv("SBX_CGROUP_BACKEND");
     return value ? value : "";
+}
+
+bool cgroups_handed_on(const std::string& backend) {
+    if (backend == "v1") return true;
+    struct utsname u {};
+    int major = 0;
+    int minor = 0;
+    if (::uname(&u) != 0 || std::sscanf(u.release, "%d.%d", &major, &minor) != 2)
+        throw std::runtime_error("cannot read the kernel release");
+    return major > 6 || (major == 6 && minor >= 12);
 }
 
 isolate::Sandbox& sandbox() {

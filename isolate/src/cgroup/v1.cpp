@@ -28,11 +28,7 @@ constexpr ControllerSpec kControllers[] = {
     {"memory", true}, {"pids", true}, {"cpuacct", true}, {"cpu", false}};
 
 constexpr auto kTeardownBudget = 2000ms;
-// More than a daemon's slots ever leave at once (each holds at most two runs' sets).
-constexpr std::size_t kKeptCapacity = 16;
 constexpr auto kKillBudget = 100ms;
-// The kernel's PID_MAX_LIMIT on 64-bit: pids.max refuses more.
-constexpr std::uint64_t kPidMaxLimit = 4 * 1024 * 1024;
 
 bool contains(const std::vector<std::string>& v, std::string_view s) {
     return std::find(v.begin(), v.end(), s) != v.end();
@@ -193,51 +189,6 @@ bool V1DirSet::little_memory_charged() const noexcept {
     std::string content;
     return memory_usage && fs::try_pread_all(memory_usage.get(), content) == 0 &&
            fs::parse_u64(content).value_or(kKeptMemoryLeftover + 1) <= kKeptMemoryLeftover;
-}
-
-std::string V1KeptPool::new_set_name() {
-    return "box-" + std::to_string(serial_++);
-}
-
-std::unique_ptr<V1DirSet> V1KeptPool::take() {
-    std::vector<std::unique_ptr<V1DirSet>> unsettled;  // removed outside the lock
-    std::lock_guard lock(mutex_);
-    const auto now = std::chrono::steady_clock::now();
-    for (auto it = kept_.begin(); it != kept_.end();) {
-        if ((*it)->little_memory_charged()) {
-            std::unique_ptr<V1DirSet> set = std::move(*it);
-            kept_.erase(it);
-            return set;
-        }
-        if (now - (*it)->kept_since < kKeptSettleTime) {
-            ++it;
-            continue;
-        }
-        unsettled.push_back(std::move(*it));
-        it = kept_.erase(it);
-    }
-    return nullptr;
-}
-
-void V1KeptPool::put(std::unique_ptr<V1DirSet> set) {
-    {
-        std::lock_guard lock(mutex_);
-        if (!closed_ && kept_.size() < capacity_) {
-            set->kept_since = std::chrono::steady_clock::now();
-            kept_.push_back(std::move(set));
-            return;
-        }
-    }
-    set.reset();  // removed outside the lock
-}
-
-void V1KeptPool::close() {
-    std::deque<std::unique_ptr<V1DirSet>> kept;
-    {
-        std::lock_guard lock(mutex_);
-        closed_ = true;
-        kept.swap(kept_);
-    }
 }
 
 V1RunCgroup::V1RunCgroup(std::shared_ptr<const V1Layout> layout, std::shared_ptr<V1KeptPool> pool)

@@ -5,14 +5,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <filesystem>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "cgroup/cgroup_fs.h"
+#include "cgroup/kept_pool.h"
 #include "isolate/cgroup.h"
 
 namespace isolate::cgroup {
@@ -51,23 +50,16 @@ struct V1Layout {
 };
 
 // A run's directories, one in each hierarchy and all named box-<n>, with the control files
-// a run uses held open. When a run leaves them clean the next run takes them, instead of
-// making and removing a directory in every hierarchy: a mkdir and rmdir there cost ~50 µs of
-// kernel work each (~120 µs for memory, whose asynchronous offlining costs as much again).
-// They are never renamed (that took the global cgroup lock twice per run). Nothing a run
-// leaves in them reaches the next one:
+// a run uses held open. When a run leaves them clean the next run takes them (KeptPool),
+// instead of making and removing a directory in every hierarchy: a mkdir and rmdir there
+// cost ~50 µs of kernel work each (~120 µs for memory, whose asynchronous offlining costs as
+// much again). They are never renamed (that took the global cgroup lock twice per run).
+// Nothing a run leaves in them reaches the next one:
 // - no task: they are kept only if pids.current reads 0 and every cgroup.procs is empty once
 //   pid 1 is reaped, and nothing inside a sandbox can move a task or make a child cgroup
 //   (it has no cgroupfs);
-// - little memory: page cache and kernel memory stay charged to the memcg that first
-//   touched them, and some of a run's memory (SysV shared memory, task structs) is freed
-//   only after an RCU grace period. So the pool hands out its oldest sets first, and only
-//   one whose memory (and swap) usage reads at most kKeptMemoryLeftover. What is left then is
-//   mostly the kernel's per-CPU cache of charges for the memcg (at most 64 pages per CPU),
-//   which the next run's first pages use up; a fresh memcg makes such a cache with its
-//   first page, so its peak has the same slack. The rest counts in the next run's peak:
-//   at most that much, less than what the shared page cache already moves a peak by (a
-//   run that reads a file an earlier run left cached is not charged for it);
+// - little memory: the pool hands out only a set whose memory (and swap) usage reads at most
+//   kKeptMemoryLeftover (kept_pool.h says what that leaves);
 // - no figure or limit: cpuacct.usage is reset to 0, memory.max_usage_in_bytes to the usage
 //   at the start, the OOM kills are counted from that start; pids.max, the memory limits and
 //   the CPU quota are written for the new run (a quota write also refills the bandwidth and
@@ -109,35 +101,7 @@ struct V1DirSet {
     bool little_memory_charged() const noexcept;
 };
 
-// A memcg with at most this much charged is used again (V1DirSet).
-inline constexpr std::uint64_t kKeptMemoryLeftover = 1 << 20;
-// A kept set whose memcg still has more charged after this long is removed: what is left is
-// page cache, which stays.
-inline constexpr std::chrono::milliseconds kKeptSettleTime{1000};
-
-// The sets waiting for a run, and the names of new ones; shared by the backend and its runs.
-class V1KeptPool {
-  public:
-    explicit V1KeptPool(std::size_t capacity) : capacity_(capacity) {}
-    std::string new_set_name();  // box-<n>, unique for the pool's lifetime
-    // The oldest kept set with little memory charged (V1DirSet), or null. Removes the sets
-    // that still have more than that after kKeptSettleTime.
-    std::unique_ptr<V1DirSet> take();
-    // Keeps `set`, or removes it when the pool is full or closed.
-    void put(std::unique_ptr<V1DirSet> set);
-    // Removes every kept set and every later one handed in (the backend is going).
-    void close();
-    // Counted by the runs: a new set made, a kept one taken.
-    std::atomic<std::uint64_t> made{0};
-    std::atomic<std::uint64_t> reused{0};
-
-  private:
-    const std::size_t capacity_;
-    std::mutex mutex_;
-    std::deque<std::unique_ptr<V1DirSet>> kept_;  // oldest first
-    bool closed_ = false;
-    std::atomic<std::uint64_t> serial_{0};
-};
+using V1KeptPool = KeptPool<V1DirSet>;
 
 class V1RunCgroup final : public RunCgroup {
   public:

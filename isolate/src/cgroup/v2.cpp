@@ -121,81 +121,191 @@ std::optional<V2Location> locate_v2(const std::filesystem::path& cgroup_root,
     return loc;
 }
 
-V2RunCgroup::V2RunCgroup(std::shared_ptr<const V2Layout> layout, std::string name)
-    : layout_(std::move(layout)), name_(std::move(name)) {}
+V2Dir::~V2Dir() {
+    if (!layout || name.empty()) return;
+    fs::Backoff backoff(kTeardownBudget);
+    if (const int err = destroy_tree(layout->subtree, name, backoff); err != 0) {
+        std::fprintf(stderr, "sandboxd: cannot remove cgroup %s (v2): %s\n",
+                     (layout->subtree.path / name).c_str(), std::strerror(err));
+    }
+}
+
+bool V2Dir::surely_empty() const noexcept {
+    try {
+        std::string events;
+        std::string stat;
+        if (!cgroup_events || fs::try_pread_all(cgroup_events.get(), events) != 0 || !cgroup_stat ||
+            fs::try_pread_all(cgroup_stat.get(), stat) != 0)
+            return false;
+        return fs::find_key_u64(events, "populated") == 0u &&
+               fs::find_key_u64(events, "frozen") == 0u &&
+               fs::find_key_u64(stat, "nr_descendants") == 0u;
+    } catch (...) {
+        return false;
+    }
+}
+
+bool V2Dir::little_memory_charged() const noexcept {
+    try {
+        std::string content;
+        return memory_current && fs::try_pread_all(memory_current.get(), content) == 0 &&
+               fs::parse_u64(content).value_or(kKeptMemoryLeftover + 1) <= kKeptMemoryLeftover;
+    } catch (...) {
+        return false;
+    }
+}
+
+V2RunCgroup::V2RunCgroup(std::shared_ptr<const V2Layout> layout, std::shared_ptr<V2KeptPool> pool)
+    : layout_(std::move(layout)), pool_(std::move(pool)), dir_(std::make_unique<V2Dir>()) {}
 
 V2RunCgroup::~V2RunCgroup() {
-    // destroy_tree() starts with the same kill as kill_all().
-    fs::Backoff backoff(kTeardownBudget);
-    if (const int err = destroy_tree(layout_->subtree, name_, backoff); err != 0) {
-        std::fprintf(stderr, "sandboxd: cannot remove cgroup %s (v2): %s\n",
-                     (layout_->subtree.path / name_).c_str(), std::strerror(err));
+    if (keep_for_reuse()) return;
+    // Removed like one that waited in the pool; destroy_tree() starts with the same kill as
+    // kill_all().
+    dir_->layout = layout_;
+    dir_.reset();
+}
+
+bool V2RunCgroup::keep_for_reuse() noexcept {
+    if (!built_ || !dir_->peak_resettable || !dir_->surely_empty()) return false;
+    dir_->layout = layout_;
+    try {
+        pool_->put(std::move(dir_));
+    } catch (...) {
+        // put() gave it up on the way out (removed with its V2Dir).
+    }
+    return true;
+}
+
+void V2RunCgroup::make_dir() {
+    V2Dir& d = *dir_;
+    d.name = pool_->new_set_name();
+    const fs::Dir& subtree = layout_->subtree;
+    // Names are unique and the backend removed what earlier instances left, so only
+    // something from outside made an existing one; it goes like a crashed run's.
+    if (fs::exists_at(subtree.fd.get(), d.name.c_str())) {
+        fs::Backoff backoff(kTeardownBudget);
+        if (const int err = destroy_tree(subtree, d.name, backoff); err != 0)
+            throw_errno("cannot remove stale cgroup " + (subtree.path / d.name).string(), err);
+    }
+    if (const int err = fs::make_subdir(subtree, d.name); err != 0)
+        throw_errno("mkdir " + (subtree.path / d.name).string(), err);
+    int err = 0;
+    d.dir = fs::open_subdir(subtree, d.name, &err);
+    if (!d.dir.valid()) throw_errno("open " + d.dir.path.string(), err);
+
+    // Absent when the kernel has no swap accounting, and then there is no swap to limit.
+    if (fs::exists_at(d.dir.fd.get(), "memory.swap.max"))
+        fs::write_file_at(d.dir, "memory.swap.max", "0");
+
+    auto open_ro = [&d](const char* file) { return fs::open_file(d.dir, file, O_RDONLY); };
+    d.cgroup_events = open_ro("cgroup.events");
+    d.cgroup_stat = open_ro("cgroup.stat");
+    d.cpu_stat = open_ro("cpu.stat");
+    d.memory_events = open_ro("memory.events");
+    if (fs::exists_at(d.dir.fd.get(), "memory.peak")) {
+        // Before 6.12 memory.peak is read-only: opening it for writing fails without
+        // CAP_DAC_OVERRIDE, and with it the write does (EINVAL).
+        d.memory_peak = fs::open_file_at(d.dir.fd.get(), "memory.peak", O_RDWR);
+        d.peak_resettable = d.memory_peak && ::pwrite(d.memory_peak.get(), "reset", 5, 0) == 5;
+        if (!d.memory_peak) d.memory_peak = open_ro("memory.peak");
+        if (d.peak_resettable) d.memory_current = open_ro("memory.current");
+    } else {
+        d.memory_peak = open_ro("memory.current");
+        d.peak_is_sampled = true;
+    }
+    if (fs::exists_at(d.dir.fd.get(), "pids.peak")) d.pids_peak = open_ro("pids.peak");
+}
+
+// Writes what differs from the limits the cgroup has now (a new one has none), except
+// cpu.max, which is written whenever there is a cap: the write also refills the bandwidth
+// and lifts a throttle the last run left.
+void V2RunCgroup::apply_limits(const CgroupLimits& limits) {
+    V2Dir& d = *dir_;
+    auto limit_string = [](std::uint64_t value) {
+        return value ? std::to_string(value) : std::string("max");
+    };
+    if (limits.memory_bytes != d.memory_bytes) {
+        fs::write_file_at(d.dir, "memory.max", limit_string(limits.memory_bytes));
+        d.memory_bytes = limits.memory_bytes;
+    }
+    if (limits.max_tasks != d.max_tasks) {
+        fs::write_file_at(d.dir, "pids.max", limit_string(limits.max_tasks));
+        d.max_tasks = limits.max_tasks;
+    }
+    if (!layout_->has_cpu) return;
+    std::string cpu_max = "max 100000";
+    if (limits.cpus > 0) {
+        const double cpus = std::min(limits.cpus, 1e6);
+        cpu_max = std::to_string(std::max(1000LL, std::llround(cpus * 100000))) + " 100000";
+    }
+    if (limits.cpus > 0 || cpu_max != d.cpu_max) {
+        fs::write_file_at(d.dir, "cpu.max", cpu_max);
+        d.cpu_max = cpu_max;
+    }
+}
+
+bool V2RunCgroup::reuse_kept(const CgroupLimits& limits) {
+    std::unique_ptr<V2Dir> kept = pool_->take();
+    if (!kept) return false;
+    kept->layout.reset();
+    std::unique_ptr<V2Dir> made = std::exchange(dir_, std::move(kept));
+    try {
+        apply_limits(limits);
+        fs::write_open_file(dir_->memory_peak.get(), dir_->dir, "memory.peak", "reset");
+        dir_->cpu_usec_before = read_u64(dir_->cpu_stat, "cpu.stat", "usage_usec");
+        dir_->oom_kills_before = read_u64(dir_->memory_events, "memory.events", "oom_kill");
+        dir_->handed_on = true;
+        return true;
+    } catch (const std::exception& e) {
+        // A limit it cannot take: it goes, and this run gets a new one. Its recorded limits
+        // may no longer be what the files hold, so it is not kept either way.
+        std::fprintf(stderr, "sandboxd: a kept cgroup (v2) is not used again: %s\n", e.what());
+        dir_->layout = layout_;
+        dir_ = std::move(made);
+        return false;
     }
 }
 
 void V2RunCgroup::build(const CgroupLimits& limits) {
-    const fs::Dir& subtree = layout_->subtree;
-    // Runs have unique names, so an existing directory is left by a crashed earlier run.
-    if (fs::exists_at(subtree.fd.get(), name_.c_str())) {
-        fs::Backoff backoff(kTeardownBudget);
-        if (const int err = destroy_tree(subtree, name_, backoff); err != 0)
-            throw_errno("cannot remove stale cgroup " + (subtree.path / name_).string(), err);
-    }
-    if (const int err = fs::make_subdir(subtree, name_); err != 0)
-        throw_errno("mkdir " + (subtree.path / name_).string(), err);
-    int err = 0;
-    dir_ = fs::open_subdir(subtree, name_, &err);
-    if (!dir_.valid()) throw_errno("open " + dir_.path.string(), err);
-
-    if (limits.memory_bytes > 0)
-        fs::write_file_at(dir_, "memory.max", std::to_string(limits.memory_bytes));
-    // Absent when the kernel has no swap accounting, and then there is no swap to limit.
-    if (fs::exists_at(dir_.fd.get(), "memory.swap.max"))
-        fs::write_file_at(dir_, "memory.swap.max", "0");
-    if (limits.max_tasks > 0) fs::write_file_at(dir_, "pids.max", std::to_string(limits.max_tasks));
-    if (layout_->has_cpu) {
-        std::string value = "max 100000";
-        if (limits.cpus > 0) {
-            const double cpus = std::min(limits.cpus, 1e6);
-            value = std::to_string(std::max(1000LL, std::llround(cpus * 100000))) + " 100000";
-        }
-        fs::write_file_at(dir_, "cpu.max", value);
-    } else if (limits.cpus > 0) {
+    // Before a kept cgroup is taken: a request none could meet must not cost one.
+    if (limits.cpus > 0 && !layout_->has_cpu)
         throw SetupError(
             "a CPU rate cap was requested but the cgroup2 cpu controller is not "
             "available in " +
-            subtree.path.string());
-    }
-
-    auto open_ro = [this](const char* file) { return fs::open_file(dir_, file, O_RDONLY); };
-    cpu_stat_ = open_ro("cpu.stat");
-    memory_events_ = open_ro("memory.events");
-    if (fs::exists_at(dir_.fd.get(), "memory.peak")) {
-        memory_peak_ = open_ro("memory.peak");
+            layout_->subtree.path.string());
+    if (limits.max_tasks > kPidMaxLimit)
+        throw SetupError("pids.max cannot be above " + std::to_string(kPidMaxLimit) + ": " +
+                         std::to_string(limits.max_tasks) + " was asked for");
+    if (reuse_kept(limits)) {
+        ++pool_->reused;
     } else {
-        memory_peak_ = open_ro("memory.current");
-        peak_is_sampled_ = true;
+        make_dir();
+        apply_limits(limits);
+        ++pool_->made;
     }
-    if (fs::exists_at(dir_.fd.get(), "pids.peak")) pids_peak_ = open_ro("pids.peak");
+    built_ = true;
 }
 
 void V2RunCgroup::attach(pid_t pid) {
-    fs::write_file_at(dir_, "cgroup.procs", std::to_string(pid));
+    fs::write_file_at(dir_->dir, "cgroup.procs", std::to_string(pid));
 }
 
 std::uint64_t V2RunCgroup::read_u64(const UniqueFd& fd, const char* file, const char* key) const {
     std::string content;
     if (const int err = fs::try_pread_all(fd.get(), content); err != 0)
-        throw_errno("read " + (dir_.path / file).string(), err);
+        throw_errno("read " + (dir_->dir.path / file).string(), err);
     return (key ? fs::find_key_u64(content, key) : fs::parse_u64(content)).value_or(0);
 }
 
 std::uint64_t V2RunCgroup::cpu_usage_ns() const {
-    const std::uint64_t ns = read_u64(cpu_stat_, "cpu.stat", "usage_usec") * 1000;
-    if (peak_is_sampled_) {
+    const std::uint64_t usec = read_u64(dir_->cpu_stat, "cpu.stat", "usage_usec");
+    const std::uint64_t ns =
+        usec > dir_->cpu_usec_before ? (usec - dir_->cpu_usec_before) * 1000 : 0;
+    if (dir_->peak_is_sampled) {
         // Without memory.peak the best estimate is the largest memory.current seen, and this
         // is the call that a run's timer makes regularly.
-        const std::uint64_t current = read_u64(memory_peak_, "memory.current", nullptr);
+        const std::uint64_t current = read_u64(dir_->memory_peak, "memory.current", nullptr);
         std::uint64_t seen = sampled_peak_.load(std::memory_order_relaxed);
         while (current > seen && !sampled_peak_.compare_exchange_weak(seen, current)) {
         }
@@ -206,18 +316,21 @@ std::uint64_t V2RunCgroup::cpu_usage_ns() const {
 Usage V2RunCgroup::usage() const {
     Usage u;
     u.cpu_ns = cpu_usage_ns();
-    if (peak_is_sampled_) {
+    if (dir_->peak_is_sampled) {
         u.memory_peak_bytes = sampled_peak_.load();
     } else {
-        u.memory_peak_bytes = read_u64(memory_peak_, "memory.peak", nullptr);
+        u.memory_peak_bytes = read_u64(dir_->memory_peak, "memory.peak", nullptr);
     }
-    u.oom_kills = read_u64(memory_events_, "memory.events", "oom_kill");
-    if (pids_peak_) u.tasks_peak = read_u64(pids_peak_, "pids.peak", nullptr);
+    const std::uint64_t oom_kills = read_u64(dir_->memory_events, "memory.events", "oom_kill");
+    u.oom_kills = oom_kills > dir_->oom_kills_before ? oom_kills - dir_->oom_kills_before : 0;
+    // pids.peak keeps the highest count since the cgroup was made, an earlier run's too.
+    if (dir_->pids_peak && !dir_->handed_on)
+        u.tasks_peak = read_u64(dir_->pids_peak, "pids.peak", nullptr);
     return u;
 }
 
 void V2RunCgroup::kill_all() noexcept {
-    if (dir_.valid()) kill_tree(dir_);
+    if (dir_ && dir_->dir.valid()) kill_tree(dir_->dir);
 }
 
 // Delegation. Controllers can only be enabled for children of a cgroup that has no
@@ -287,6 +400,7 @@ V2Backend::V2Backend(const std::string& subtree, const V2Location& location)
     if (!has_all(fs::read_file_at(layout_->subtree, "cgroup.subtree_control"), wanted))
         fs::write_file_at(layout_->subtree, "cgroup.subtree_control", layout_->enable);
     parent_ = std::move(own);
+    kept_pool_ = std::make_shared<V2KeptPool>(kKeptCapacity);
     // Before the cleanup below: what another live instance has in the subtree is not stale.
     subtree_lock_ = fs::lock_subtree(layout_->subtree, fs::kSubtreeLockWait);
 
@@ -300,14 +414,16 @@ V2Backend::V2Backend(const std::string& subtree, const V2Location& location)
 }
 
 V2Backend::~V2Backend() {
+    if (kept_pool_) kept_pool_->close();
     // Only an empty subtree goes away; runs still alive keep theirs (EBUSY is fine).
     ::unlinkat(parent_.fd.get(), subtree_.c_str(), AT_REMOVEDIR);
 }
 
 std::unique_ptr<RunCgroup> V2Backend::create(const std::string& run_name,
                                              const CgroupLimits& limits) {
+    // A run's cgroup is named after itself (V2Dir), not the run: later runs may use it again.
     fs::check_name(run_name, "run name");
-    auto run = std::make_unique<V2RunCgroup>(layout_, run_name);
+    auto run = std::make_unique<V2RunCgroup>(layout_, kept_pool_);
     run->build(limits);
     return run;
 }
