@@ -20,16 +20,19 @@ struct Usage {
     std::uint64_t cpu_ns = 0;
     std::uint64_t memory_peak_bytes = 0;
     std::uint64_t oom_kills = 0;
-    std::uint64_t tasks_peak = 0;  // 0 when the kernel does not report it
+    // 0 when the kernel does not report it, and for a run on a handed-on v2 cgroup (pids.peak
+    // cannot be reset).
+    std::uint64_t tasks_peak = 0;
 };
 
-// One run's cgroup (one directory per hierarchy on v1). The destructor kills whatever is
-// still inside and removes the directories.
+// One run's cgroup (one directory per hierarchy on v1). The destructor hands the directories
+// on to a later run if the run left them empty and the backend can reset them (Backend::
+// reuse_stats), or kills whatever is still inside and removes them.
 class RunCgroup {
   public:
     virtual ~RunCgroup() = default;
-    // The directory's name below the backend's subtree (on v1, in every hierarchy). v2 names
-    // it after the run; v1 names a set of directories that later runs use again "box-<n>".
+    // The directory's name below the backend's subtree (on v1, in every hierarchy): "box-<n>",
+    // named after the set of directories, which later runs may use again, not after the run.
     virtual const std::string& name() const = 0;
     // v2: a directory fd for clone3(CLONE_INTO_CGROUP); v1: -1 (use attach()).
     virtual int clone_into_fd() const = 0;
@@ -54,7 +57,8 @@ class Backend {
     virtual std::unique_ptr<RunCgroup> create(const std::string& run_name,
                                               const CgroupLimits& limits) = 0;
 
-    // v1 hands a run's directories on to later runs; these count how often (v2: zeros).
+    // How often runs made directories and took ones an earlier run handed on (v2 hands
+    // nothing on before Linux 6.12: reused stays 0).
     struct ReuseStats {
         std::uint64_t made = 0;    // runs that made new directories
         std::uint64_t reused = 0;  // runs that took an earlier run's

@@ -24,9 +24,9 @@ namespace isolate::cgroup {
 // memory, task structs) is freed only after an RCU grace period. What is left in a memcg that
 // reads this little is mostly the kernel's per-CPU cache of charges for it (at most 64 pages
 // per CPU), which the next run's first pages use up; a fresh memcg makes such a cache with
-// its first page, so its peak has the same slack. The rest counts in the next run's peak: at
-// most this much, less than what the shared page cache already moves a peak by (a run that
-// reads a file an earlier run left cached is not charged for it).
+// its first page, so its peak has the same slack. The rest counts in the next run's peak and
+// against its limit: at most this much, less than what the shared page cache already moves a
+// peak by (a run that reads a file an earlier run left cached is not charged for it).
 inline constexpr std::uint64_t kKeptMemoryLeftover = 1 << 20;
 // A kept cgroup whose memcg still has more charged after this long is removed: what is left
 // is page cache, which stays.

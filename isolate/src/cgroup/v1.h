@@ -152,7 +152,7 @@ class V1Backend final : public Backend {
     ReuseStats reuse_stats() const override {
         return {kept_pool_->made.load(), kept_pool_->reused.load()};
     }
-    // Thread-safe: it only reads the layout.
+    // Thread-safe: it reads the layout, and the pool locks itself.
     std::unique_ptr<RunCgroup> create(const std::string& run_name,
                                       const CgroupLimits& limits) override;
 

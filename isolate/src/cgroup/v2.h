@@ -45,14 +45,15 @@ struct V2Layout {
 //   cgroup.stat no descendant, once pid 1 is reaped; nothing inside a sandbox can move a task
 //   or make a child cgroup (it has no cgroupfs);
 // - little memory: the pool hands out only one whose memory.current reads at most
-//   kKeptMemoryLeftover (kept_pool.h; memory.swap.max is 0, so nothing is in swap);
+//   kKeptMemoryLeftover (kept_pool.h). memory.swap.max is 0 where swap is accounted, so no
+//   run's memory is in swap; where it is not, swap is not charged to a cgroup at all;
 // - no figure or limit: memory.peak is reset to the usage at the start through the fd that is
 //   read at the end; CPU time and OOM kills are counted from what cpu.stat and memory.events
 //   read at the start; memory.max, pids.max and cpu.max are written for the new run (a
 //   cpu.max write also refills the bandwidth and lifts any throttling). pids.peak cannot be
 //   reset, so a run in a kept cgroup reports no tasks_peak.
-// What stays is what no run can read and the daemon never reports: the event counters of
-// memory.events and pids.events, cpu.stat's throttling totals, memory.stat, and the
+// What stays is what no run can read and the daemon never reports: memory.events' counters
+// other than oom_kill, pids.events, cpu.stat's throttling totals, memory.stat, and the
 // pressure (PSI) averages.
 struct V2Dir {
     // Set while it waits in the pool, not in use: it is removed from the layout's subtree
@@ -142,7 +143,7 @@ class V2Backend final : public Backend {
     ReuseStats reuse_stats() const override {
         return {kept_pool_->made.load(), kept_pool_->reused.load()};
     }
-    // Thread-safe: it only reads the layout.
+    // Thread-safe: it reads the layout, and the pool locks itself.
     std::unique_ptr<RunCgroup> create(const std::string& run_name,
                                       const CgroupLimits& limits) override;
 
