@@ -198,6 +198,12 @@ def with_cpu(workers, max_runs, seconds, body):
     return result, elapsed, cpu_ms
 
 
+def cgroup_reuse(client):
+    """The daemon's count of runs that made their cgroups and that took an earlier run's."""
+    answer, _ = client.request({"op": "stats"})
+    return answer.get("cgroup_reuse") or {}
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -254,6 +260,7 @@ def main():
     c = Client(args.socket)
     for _ in range(5):
         c.request(TRIVIAL)
+    reuse0 = cgroup_reuse(c)
     c.close()
     cpu0, child0 = proc_times(pid)
     runs_at_cpu0 = 5
@@ -279,6 +286,9 @@ def main():
         done += fill["runs"]
     cpu1, child1 = proc_times(pid)
     runs_for_cpu = done - runs_at_cpu0
+    c = Client(args.socket)
+    reuse1 = cgroup_reuse(c)
+    c.close()
     time.sleep(0.2)
     rss_after = proc_status_kib(pid, "VmRSS")
     hwm = proc_status_kib(pid, "VmHWM")
@@ -341,6 +351,12 @@ def main():
         f"{(cpu1 - cpu0) / runs_for_cpu * 1e3:.3f} ms ({runs_for_cpu} runs)", "", "", "reported")
     row("reaped sandboxes' CPU per run (cutime+cstime)",
         f"{(child1 - child0) / runs_for_cpu * 1e3:.3f} ms", "", "", "reported")
+    made = reuse1.get("made", 0) - reuse0.get("made", 0)
+    reused = reuse1.get("reused", 0) - reuse0.get("reused", 0)
+    if made + reused:
+        row("runs' cgroups: made / taken from an earlier run",
+            f"{made} / {reused} ({100 * reused / (made + reused):.0f}% handed on)", "", "",
+            "reported")
     row("compile cache: C++ hello, first (compiles)",
         f"{ms(cold_ns):.0f} ms (cached={cold_cached})")
     row("compile cache: same again, median",
