@@ -204,6 +204,23 @@ def cgroup_reuse(client):
     return answer.get("cgroup_reuse") or {}
 
 
+def merge_rounds(rounds):
+    """with_cpu() results of one loop's rounds as one: runs and seconds added, CPU per run
+    weighted by runs."""
+    merged, seconds, cpu_total = {}, 0.0, 0.0
+    for result, elapsed, cpu_ms in rounds:
+        for key, value in result.items():
+            if isinstance(value, list):
+                merged.setdefault(key, []).extend(value)
+            else:
+                merged[key] = merged.get(key, 0) + value
+        seconds += elapsed
+        if result["runs"]:
+            cpu_total += cpu_ms * result["runs"]
+    runs = merged.get("runs", 0)
+    return merged, seconds, cpu_total / runs if runs else float("nan")
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -241,10 +258,14 @@ def main():
     ap.add_argument("--compile-repeats", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=20.0,
                     help="time bound of each throughput/latency measurement")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="the throughput loops take turns this many times")
     ap.add_argument("--footprint-seconds", type=float, default=180.0)
     ap.add_argument("--header", default="")
     ap.add_argument("--daemon-log", default="")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     pid = args.daemon_pid
     W = args.workers
     load_before = loadavg()
@@ -265,13 +286,21 @@ def main():
     cpu0, child0 = proc_times(pid)
     runs_at_cpu0 = 5
 
-    print("# measuring: bare fork+exec ...", file=sys.stderr)
-    bare, bare_s, bare_cpu = with_cpu(W, args.bare_runs, args.seconds, spawn_body(BARE))
-    print("# measuring: bwrap ...", file=sys.stderr)
-    bw, bw_s, bw_cpu = with_cpu(W, args.bwrap_runs, args.seconds, spawn_body(BWRAP))
-    print("# measuring: sandboxd throughput ...", file=sys.stderr)
-    sd, sd_s, sd_cpu = with_cpu(W, args.throughput_runs, args.seconds,
-                                execute_body(args.socket, TRIVIAL))
+    # The three throughput loops take turns in rounds, so that all three see the same minutes
+    # of a machine whose speed drifts (a VM's neighbours come and go).
+    loops = {"bare": (args.bare_runs, spawn_body(BARE)),
+             "bwrap": (args.bwrap_runs, spawn_body(BWRAP)),
+             "sandboxd": (args.throughput_runs, execute_body(args.socket, TRIVIAL))}
+    parts = {name: [] for name in loops}
+    for r in range(args.rounds):
+        for name, (runs, body) in loops.items():
+            print(f"# measuring: {name} throughput, round {r + 1} of {args.rounds} ...",
+                  file=sys.stderr)
+            share = runs // args.rounds + (1 if r < runs % args.rounds else 0)
+            parts[name].append(with_cpu(W, share, args.seconds / args.rounds, body))
+    bare, bare_s, bare_cpu = merge_rounds(parts["bare"])
+    bw, bw_s, bw_cpu = merge_rounds(parts["bwrap"])
+    sd, sd_s, sd_cpu = merge_rounds(parts["sandboxd"])
     # The floor under the latency targets: the same bash with no sandbox, one at a time.
     print("# measuring: bare fork+exec, 1 worker ...", file=sys.stderr)
     bare1, _ = in_workers(1, args.latency_runs, args.seconds, spawn_body(BARE))
