@@ -35,6 +35,11 @@ bool drop_capabilities(const ChildPlan& plan, ChildFailure& failure) noexcept;
 
 bool bring_up_loopback(ChildFailure& failure) noexcept;
 
+// Sets every signal's disposition to the default. pid 1 does it while it builds the sandbox,
+// before "ready": the program's process gets a copy of pid 1's, and "ignore" would survive
+// its execve (the supervisor ignores SIGPIPE).
+void reset_signal_dispositions() noexcept;
+
 // The program's process: stdio, limits, execve, under pid 1's seccomp filter. Never returns.
 // `init_cpu_ns` is pid 1's CPU time at the fork, reported with the exec message as part of the
 // setup cost.

@@ -13,15 +13,9 @@
 namespace isolate {
 namespace {
 
-bool reset_signals(ChildFailure& failure) noexcept {
-    // Dispositions set to "ignore" survive execve: the supervisor's SIG_IGN for SIGPIPE must
-    // not leak into the program.
-    struct sigaction action {};
-    action.sa_handler = SIG_DFL;
-    for (int signal = 1; signal < NSIG; ++signal) {
-        if (signal == SIGKILL || signal == SIGSTOP) continue;
-        ::sigaction(signal, &action, nullptr);  // glibc's internal signals refuse; that is fine
-    }
+// The dispositions are pid 1's, all default since before "ready" (reset_signal_dispositions),
+// so no handler of the supervisor's can run here once signals are unblocked.
+bool unblock_signals(ChildFailure& failure) noexcept {
     sigset_t none;
     sigemptyset(&none);
     if (::sigprocmask(SIG_SETMASK, &none, nullptr) != 0)
@@ -63,6 +57,15 @@ bool announce_exec(const ChildPlan& plan, std::uint64_t init_cpu_ns,
 
 }  // namespace
 
+void reset_signal_dispositions() noexcept {
+    struct sigaction action {};
+    action.sa_handler = SIG_DFL;
+    for (int signal = 1; signal < NSIG; ++signal) {
+        if (signal == SIGKILL || signal == SIGSTOP) continue;
+        ::sigaction(signal, &action, nullptr);  // glibc's internal signals refuse; that is fine
+    }
+}
+
 std::int64_t clock_ns(clockid_t clock) noexcept {
     timespec now{};
     if (::clock_gettime(clock, &now) != 0) return 0;
@@ -75,7 +78,7 @@ void exec_program(const ChildPlan& plan, int workdir_fd, std::uint64_t init_cpu_
         fail(failure, ChildStep::program_setsid);
         die_reporting(plan, failure);
     }
-    if (!reset_signals(failure) || !connect_stdio(plan, failure)) die_reporting(plan, failure);
+    if (!unblock_signals(failure) || !connect_stdio(plan, failure)) die_reporting(plan, failure);
     if (::fchdir(workdir_fd) != 0) {
         fail(failure, ChildStep::program_chdir);
         die_reporting(plan, failure);

@@ -194,30 +194,11 @@ const std::vector<std::string>& sandbox_own_syscalls() {
     // init.cpp after the install (the ready message, waiting for start, the input files, the
     // program's spawn, waiting for it, killing the rest, collected files, exit) and
     // program.cpp up to its execve. Keep in step with those two files.
-    static const std::vector<std::string> own = {"prctl",
-                                                 "sendmsg",
-                                                 "recvfrom",
-                                                 "close",
-                                                 "mkdirat",
-                                                 "openat2",
-                                                 "write",
-                                                 "clock_gettime",
-                                                 "mmap",
-                                                 "mprotect",
-                                                 "munmap",
-                                                 "rt_sigprocmask",
-                                                 "clone",
-                                                 "setsid",
-                                                 "rt_sigaction",
-                                                 "dup2",
-                                                 "close_range",
-                                                 "fchdir",
-                                                 "sched_setaffinity",
-                                                 "prlimit64",
-                                                 "wait4",
-                                                 "kill",
-                                                 "exit_group",
-                                                 "exit"};
+    static const std::vector<std::string> own = {
+        "prctl",     "sendmsg",       "recvfrom", "close",       "mkdirat", "openat2",
+        "write",     "clock_gettime", "mmap",     "mprotect",    "munmap",  "rt_sigprocmask",
+        "clone",     "setsid",        "dup2",     "close_range", "fchdir",  "sched_setaffinity",
+        "prlimit64", "wait4",         "kill",     "exit_group",  "exit"};
     return own;
 }
 

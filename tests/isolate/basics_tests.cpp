@@ -84,6 +84,17 @@ TEST_CASE("the program sees only stdin, stdout and stderr, and default SIGPIPE")
     CHECK(sigpipe.stdout_data == "SIGPIPE default\n");
 }
 
+TEST_CASE("the program starts with no signal blocked or ignored, whatever the supervisor's") {
+    // Ignored dispositions survive execve; pid 1 starts as a copy of the supervisor's.
+    struct sigaction ignore {
+    }, previous{};
+    ignore.sa_handler = SIG_IGN;
+    REQUIRE(::sigaction(SIGUSR1, &ignore, &previous) == 0);
+    auto state = test::sandbox().run(test::probe({"sigstate"}));
+    ::sigaction(SIGUSR1, &previous, nullptr);
+    CHECK(state.stdout_data == "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+}
+
 TEST_CASE("input files land in the working directory, and collected files come back") {
     auto spec = test::command({"/bin/sh", "-c", "cat data/in.txt; cp data/in.txt out.txt; ls"});
     spec.files = {{"data/in.txt", "payload\n", false}};

@@ -371,9 +371,8 @@ TEST_CASE("a profile that kills the sandbox's own calls still runs the program, 
     // Before the program's execve (setsid, dup2, fchdir, ...) and in pid 1 while and after it
     // runs (wait4, kill, sendmsg, the input file's mkdirat and openat2). Not those the probe
     // itself makes.
-    for (const char* name :
-         {"setsid", "dup2", "fchdir", "close_range", "sched_setaffinity", "rt_sigaction", "prctl",
-          "recvfrom", "mkdirat", "openat2", "wait4", "kill"})
+    for (const char* name : {"setsid", "dup2", "fchdir", "close_range", "sched_setaffinity",
+                             "prctl", "recvfrom", "mkdirat", "openat2", "wait4", "kill"})
         policy.rules.push_back({name, {isolate::SeccompAction::Kind::kill, 0}, {}});
     // clone has conditional rules already; pid 1 starts the program with CLONE_VFORK.
     policy.rules.push_back({"clone",

@@ -574,6 +574,13 @@ int main(int argc, char** argv) {
         struct sigaction sa;
         sigaction(SIGPIPE, NULL, &sa);
         puts(sa.sa_handler == SIG_DFL ? "SIGPIPE default" : "SIGPIPE not default");
+    } else if (!strcmp(cmd, "sigstate")) {
+        /* The blocked and ignored sets, as the kernel reports them. */
+        FILE* status = fopen("/proc/self/status", "r");
+        char line[256];
+        while (status && fgets(line, sizeof line, status))
+            if (!strncmp(line, "SigBlk:", 7) || !strncmp(line, "SigIgn:", 7)) fputs(line, stdout);
+        if (status) fclose(status);
     } else if (!strcmp(cmd, "fds")) {
         DIR* d = opendir("/proc/self/fd");
         struct dirent* e;
