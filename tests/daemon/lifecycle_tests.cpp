@@ -256,6 +256,9 @@ TEST_CASE("the socket is mode 0660; the peer's credentials are logged with each 
     Client client(daemon.socket());
     client.call({{"id", "logged"}, {"op", "ping"}});
     client.call(execute("bash", "true", {{"id", "run-logged"}}));
+    // An execute's line is written just after its answer.
+    REQUIRE(
+        eventually([&] { return daemon.log().find("id=run-logged") != std::string::npos; }, 10s));
     std::string log = daemon.log();
     CHECK(log.find("event=request id=logged peer_uid=0 peer_pid=" + std::to_string(::getpid()) +
                    " op=ping status=ok") != std::string::npos);
