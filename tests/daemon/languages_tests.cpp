@@ -148,6 +148,32 @@ TEST_CASE("every language of the built rootfs: hello, stdin, exit code, compile 
     }
 }
 
+TEST_CASE("localhost and the sandbox's own hostname resolve") {
+    if (!rootfs_dir()) {
+        MESSAGE("SBX_ROOTFS_DIR is not set: skipping the per-language rootfs tests");
+        return;
+    }
+    // From the rootfs's /etc/hosts: there is no DNS in a sandbox.
+    Client client(rootfs_daemon().socket());
+    Json resolved = run(client, "bash",
+                        "getent hosts localhost\n"
+                        "getent hosts \"$(hostname)\"\n"
+                        "getent hosts 127.0.0.1");
+    CHECK_MESSAGE(resolved["status"] == "ok", resolved.dump().substr(0, 2000));
+    CHECK(resolved["run"]["stdout"] ==
+          "::1             localhost ip6-localhost ip6-loopback\n"
+          "127.0.1.1       sandbox\n"
+          "127.0.0.1       localhost\n");
+    // A server and its client in one program, by name.
+    Json served = run(client, "python",
+                      "import socket\n"
+                      "server = socket.create_server(('localhost', 0))\n"
+                      "client = socket.create_connection(('localhost', server.getsockname()[1]))\n"
+                      "print(socket.gethostbyname(socket.gethostname()))\n");
+    CHECK_MESSAGE(served["status"] == "ok", served.dump().substr(0, 2000));
+    CHECK(served["run"]["stdout"] == "127.0.1.1\n");
+}
+
 TEST_CASE("the rootfs serves C.UTF-8 from the locale archive") {
     if (!rootfs_dir()) {
         MESSAGE("SBX_ROOTFS_DIR is not set: skipping the per-language rootfs tests");
