@@ -37,8 +37,9 @@ bool bring_up_loopback(ChildFailure& failure) noexcept;
 
 // Sets every signal's disposition to the default. pid 1 does it while it builds the sandbox,
 // before "ready": the program's process gets a copy of pid 1's, and "ignore" would survive
-// its execve (the supervisor ignores SIGPIPE).
-void reset_signal_dispositions() noexcept;
+// its execve (the supervisor ignores SIGPIPE). Per run, since dispositions are per process:
+// CLONE_CLEAR_SIGHAND would leave "ignore" in place.
+bool reset_signal_dispositions(ChildFailure& failure) noexcept;
 
 // The program's process: stdio, limits, execve, under pid 1's seccomp filter. Never returns.
 // `init_cpu_ns` is pid 1's CPU time at the fork, reported with the exec message as part of the

@@ -87,6 +87,7 @@ struct ChildPlan {
 // The steps the child reports when one fails; names live in child_steps.cpp.
 enum class ChildStep : std::uint32_t {
     wait_for_go,
+    reset_signals,
     join_cgroup,
     cgroup_namespace,
     make_mounts_private,

@@ -6,6 +6,8 @@ const char* to_string(ChildStep step) {
     switch (step) {
         case ChildStep::wait_for_go:
             return "wait for the supervisor";
+        case ChildStep::reset_signals:
+            return "reset signal dispositions";
         case ChildStep::join_cgroup:
             return "join the run's cgroup";
         case ChildStep::cgroup_namespace:

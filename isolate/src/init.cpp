@@ -173,8 +173,12 @@ long spawn_program(const ChildPlan& plan, int workdir_fd, std::uint64_t cpu_at_f
 void run_init(const ChildPlan& plan) noexcept {
     // Names for `ps` on the host: a sandbox at work, or one built ahead and idle.
     ::prctl(PR_SET_NAME, kBusyName, 0, 0, 0);
-    // Ours are a copy of the supervisor's; the program inherits them (program.cpp).
-    reset_signal_dispositions();
+    // Ours are a copy of the supervisor's; the program inherits them (program.cpp). Not
+    // resetting them is fatal: the program would start with signals ignored.
+    {
+        ChildFailure failure;
+        if (!reset_signal_dispositions(failure)) die_reporting(plan, failure);
+    }
     if (plan.started_fd >= 0) {
         const std::uint64_t one = 1;
         if (::write(plan.started_fd, &one, sizeof one) != sizeof one) ::_exit(125);

@@ -57,13 +57,18 @@ bool announce_exec(const ChildPlan& plan, std::uint64_t init_cpu_ns,
 
 }  // namespace
 
-void reset_signal_dispositions() noexcept {
+bool reset_signal_dispositions(ChildFailure& failure) noexcept {
     struct sigaction action {};
     action.sa_handler = SIG_DFL;
     for (int signal = 1; signal < NSIG; ++signal) {
         if (signal == SIGKILL || signal == SIGSTOP) continue;
-        ::sigaction(signal, &action, nullptr);  // glibc's internal signals refuse; that is fine
+        // glibc keeps 32 up to SIGRTMIN for itself and refuses them; they hold its handlers,
+        // which execve resets, never "ignore".
+        if (signal >= 32 && signal < SIGRTMIN) continue;
+        if (::sigaction(signal, &action, nullptr) != 0)
+            return fail(failure, ChildStep::reset_signals, signal);
     }
+    return true;
 }
 
 std::int64_t clock_ns(clockid_t clock) noexcept {
