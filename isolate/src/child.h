@@ -22,9 +22,16 @@ struct ChildFailure {
 bool fail(ChildFailure& failure, ChildStep step, int index = 0) noexcept;
 
 // Mounts that need the host's credentials (the rootfs and operator binds): before switch_user.
+// In a mount template's copy they are there already; only the copy is made private.
 bool mount_host_parts(const ChildPlan& plan, ChildFailure& failure) noexcept;
-// Everything else, then pivot_root into the new root: after switch_user.
+// Everything else, then pivot_root into the new root (unless the template's root is the new
+// root already): after switch_user.
 bool mount_sandbox_parts(const ChildPlan& plan, ChildFailure& failure) noexcept;
+// pivot_root into plan.rootfs and detach the old root.
+bool enter_rootfs(const ChildPlan& plan, ChildFailure& failure) noexcept;
+// A mount template's tree (mount_template.h), built as the host's root in a new mount and pid
+// namespace: the host parts, a placeholder proc, then pivot_root.
+bool build_mount_template(const ChildPlan& plan, ChildFailure& failure) noexcept;
 // Writes the input files into the (fresh, empty) working directory.
 bool write_input_files(const ChildPlan& plan, int workdir_fd, ChildFailure& failure) noexcept;
 

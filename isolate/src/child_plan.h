@@ -48,7 +48,9 @@ struct ChildPlan {
 
     uid_t inside_id = 1000;
 
-    // Filesystem, as host paths of the new root's parts.
+    // Filesystem, as host paths of the new root's parts; inside paths once pid 1 is to start
+    // in a mount template (use_mount_template).
+    bool in_mount_template = false;
     std::string rootfs;
     std::string proc_dir, proc_sys_dir, dev_dir, dev_shm_dir, tmp_dir, work_dir;
     std::vector<PlannedBind> binds;
@@ -107,6 +109,7 @@ enum class ChildStep : std::uint32_t {
     mount_workdir,
     pivot_root,
     detach_old_root,
+    open_mount_template,
     open_workdir,
     create_input_dir,
     write_input_file,
@@ -178,6 +181,9 @@ struct SandboxShape {
 // The plan's sandbox part (rootfs, mountpoints, tmpfs options, the seccomp filter); throws
 // SetupError on anything it cannot represent safely.
 ChildPlan make_sandbox_plan(const SandboxShape& shape, uid_t inside_id, int last_capability);
+// Turns the plan's mountpoints into paths inside the rootfs, for a pid 1 that starts with a
+// mount template's copy of the rootfs as its root.
+void use_mount_template(ChildPlan& plan);
 // Fills in (or replaces) the program's part: input files, collected files, argv, environment,
 // rlimits. Pointers into `spec` are kept. Throws SetupError like make_sandbox_plan, also for
 // a spec whose filter is not the sandbox's.

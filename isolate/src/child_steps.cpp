@@ -46,6 +46,8 @@ const char* to_string(ChildStep step) {
             return "pivot_root";
         case ChildStep::detach_old_root:
             return "detach the old root";
+        case ChildStep::open_mount_template:
+            return "open the mount template's namespace";
         case ChildStep::open_workdir:
             return "open the working directory";
         case ChildStep::create_input_dir:

@@ -150,6 +150,9 @@ void InitSpawner::serve() {
     // Only speed depends on it (SandboxConfig::pin_slots): the program's CPUs are set from
     // the plan, checked, whatever pid 1 has.
     if (cpu_ >= 0) (void)pin_calling_thread(cpu_);
+    // Threads share one root and working directory, and setns into a mount namespace changes
+    // them: only a thread with its own may enter one.
+    const int own_fs_error = ::unshare(CLONE_FS) == 0 ? 0 : errno;
     std::unique_lock lock(mutex_);
     for (;;) {
         changed_.wait(lock, [this] { return stopping_ || pending_; });
@@ -162,18 +165,24 @@ void InitSpawner::serve() {
         args.stack_size = kStackSize;
         args.parent_tid = reinterpret_cast<std::uint64_t>(&pid_);
         args.flags |= CLONE_PARENT_SETTID;
-        const int netns = netns_, home = home_;
+        const int netns = netns_, home = home_, mount_ns = mount_ns_;
         lock.unlock();
         long result = -1;
         int error = 0;
-        try {
-            std::optional<NetnsEntered> in_netns;
-            if (netns >= 0) in_netns.emplace(netns, home);
-            // Returns when pid 1 has exited (or at once if clone3 failed).
-            result = clone3_calling(&args, fn_, arg_);
-            error = result < 0 ? errno : 0;
-        } catch (const std::exception&) {
-            error = errno ? errno : EINVAL;  // setns failed; nothing was cloned
+        if (mount_ns >= 0 && own_fs_error != 0) {
+            error = own_fs_error;
+        } else if (mount_ns >= 0 && ::setns(mount_ns, CLONE_NEWNS) != 0) {
+            error = errno;
+        } else {
+            try {
+                std::optional<NetnsEntered> in_netns;
+                if (netns >= 0) in_netns.emplace(netns, home);
+                // Returns when pid 1 has exited (or at once if clone3 failed).
+                result = clone3_calling(&args, fn_, arg_);
+                error = result < 0 ? errno : 0;
+            } catch (const std::exception&) {
+                error = errno ? errno : EINVAL;  // setns failed; nothing was cloned
+            }
         }
         lock.lock();
         busy_ = false;
@@ -190,7 +199,7 @@ void InitSpawner::serve() {
 }
 
 pid_t InitSpawner::spawn(clone_args args, int (*fn)(void*), void* arg, int started_fd, int netns,
-                         int home) {
+                         int home, int mount_ns) {
 #if defined(__SANITIZE_ADDRESS__)
     // The stacks are reused, and the tasks that ran on them last never returned from their
     // frames (they exec'd or died): clear the poison AddressSanitizer left for those frames.
@@ -208,6 +217,7 @@ pid_t InitSpawner::spawn(clone_args args, int (*fn)(void*), void* arg, int start
         arg_ = arg;
         netns_ = netns;
         home_ = home;
+        mount_ns_ = mount_ns;
         error_ = 0;
         pid_ = 0;
         started_ = std::move(own_copy);
@@ -224,7 +234,7 @@ pid_t InitSpawner::spawn(clone_args args, int (*fn)(void*), void* arg, int start
     // are then all closed by the time a run returns.
     started_.reset();
     // A child that died before it said so is still returned: the caller reaps it and fails.
-    if (pid_ <= 0) throw_errno("clone3", error_ != 0 ? error_ : ECHILD);
+    if (pid_ <= 0) throw_errno("enter the mount template or clone3", error_ != 0 ? error_ : ECHILD);
     return pid_;
 }
 

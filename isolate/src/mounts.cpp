@@ -1,6 +1,7 @@
 // The sandbox's filesystem: the rootfs read-only (with the /dev this process mounted in it),
 // fresh /proc, tmpfs for /dev/shm, /tmp and the working directory, then pivot_root so the
-// host's tree is gone.
+// host's tree is gone. With a mount template (mount_template.h) the first and last parts were
+// done once for the shape, and pid 1 starts with the template's copy as its root.
 
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -68,9 +69,11 @@ bool mount_dev_shm(const ChildPlan& plan, ChildFailure& failure) noexcept {
 }  // namespace
 
 bool mount_host_parts(const ChildPlan& plan, ChildFailure& failure) noexcept {
-    // Nothing done here may propagate back to the host's mount namespace.
+    // Nothing done here may propagate back to the host's mount namespace (or the template's,
+    // whose mounts are private already: this is the check that they are).
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
         return fail(failure, ChildStep::make_mounts_private);
+    if (plan.in_mount_template) return true;
     if (!bind_readonly(plan.rootfs.c_str(), plan.rootfs.c_str(), ChildStep::bind_rootfs,
                        ChildStep::remount_rootfs_readonly, 0, failure))
         return false;
@@ -96,6 +99,15 @@ bool mount_sandbox_parts(const ChildPlan& plan, ChildFailure& failure) noexcept 
     if (!mount_tmpfs(plan.work_dir.c_str(), plan.work_options, ChildStep::mount_workdir, failure))
         return false;
 
+    // The template's root is the rootfs already, with no host tree under it.
+    if (plan.in_mount_template) {
+        if (::chdir("/") != 0) return fail(failure, ChildStep::pivot_root);
+        return true;
+    }
+    return enter_rootfs(plan, failure);
+}
+
+bool enter_rootfs(const ChildPlan& plan, ChildFailure& failure) noexcept {
     // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves no
     // path back to the host's tree.
     if (::chdir(plan.rootfs.c_str()) != 0) return fail(failure, ChildStep::pivot_root);
@@ -103,6 +115,18 @@ bool mount_sandbox_parts(const ChildPlan& plan, ChildFailure& failure) noexcept 
     if (::umount2(".", MNT_DETACH) != 0) return fail(failure, ChildStep::detach_old_root);
     if (::chdir("/") != 0) return fail(failure, ChildStep::detach_old_root);
     return true;
+}
+
+bool build_mount_template(const ChildPlan& plan, ChildFailure& failure) noexcept {
+    if (!mount_host_parts(plan, failure)) return false;
+    // A user namespace may mount a proc only where one is fully visible already
+    // (mount_too_revealing in the kernel), and after the pivot the host's is gone. This one
+    // belongs to the builder's own pid namespace, empty once the builder exits; every sandbox
+    // mounts its own proc on top of it.
+    if (::mount("proc", plan.proc_dir.c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) !=
+        0)
+        return fail(failure, ChildStep::mount_proc);
+    return enter_rootfs(plan, failure);
 }
 
 bool write_input_files(const ChildPlan& plan, int workdir_fd, ChildFailure& failure) noexcept {

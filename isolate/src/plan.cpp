@@ -119,6 +119,18 @@ ChildPlan make_sandbox_plan(const SandboxShape& shape, uid_t inside_id, int last
     return plan;
 }
 
+void use_mount_template(ChildPlan& plan) {
+    // make_sandbox_plan checked each one is a real directory of the rootfs, so the inside path
+    // names the same directory.
+    plan.proc_dir = "/proc";
+    plan.proc_sys_dir = "/proc/sys";
+    plan.dev_dir = "/dev";
+    plan.dev_shm_dir = "/dev/shm";
+    plan.tmp_dir = "/tmp";
+    plan.work_dir = plan.workdir_inside;
+    plan.in_mount_template = true;
+}
+
 void plan_program(const RunSpec& spec, ChildPlan& plan) {
     if (spec.argv.empty() || spec.argv[0].empty()) throw SetupError("argv is empty");
     // pid 1 installed the sandbox's filter before it was ready (SandboxShape::seccomp).

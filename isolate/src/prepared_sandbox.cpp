@@ -22,6 +22,7 @@
 #include "dev_mounts.h"
 #include "init_spawner.h"
 #include "isolate/error.h"
+#include "mount_template.h"
 #include "netns_pool.h"
 
 namespace isolate {
@@ -78,6 +79,11 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& 
     plan.dev_device = dev.device;
     plan.dev_inode = dev.inode;
     plan.program_cpus = parts.program_cpus;
+    std::shared_ptr<const UniqueFd> mount_template;
+    if (parts.init_spawner) {
+        mount_template = parts.mount_templates.get(plan);
+        use_mount_template(plan);
+    }
     // A copy-on-write pid 1 sees only what the plan held at clone3.
     if (!program && !parts.init_spawner)
         throw SetupError("a sandbox is prepared ahead only where pid 1 shares our memory");
@@ -119,7 +125,8 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& 
         plan.started_fd = started.get();
         plan.program_stack = spawner->program_stack();
         plan.program_stack_size = spawner->program_stack_size();
-        pid = spawner->spawn(args, init_main, &plan, started.get(), parts.netns, parts.netns_home);
+        pid = spawner->spawn(args, init_main, &plan, started.get(), parts.netns, parts.netns_home,
+                             mount_template->get());
     } else {
         std::optional<NetnsEntered> in_prepared_netns;
         if (joins_netns) in_prepared_netns.emplace(parts.netns, parts.netns_home);

@@ -28,6 +28,7 @@
 namespace isolate {
 
 class InitSpawner;
+class MountTemplates;
 
 struct Pipe {
     UniqueFd read_end, write_end;
@@ -61,6 +62,8 @@ struct SandboxParts {
     int netns;
     int netns_home;
     InitSpawner* init_spawner;  // null: pid 1 is a copy-on-write clone
+    // Where pid 1 starts, with an init_spawner (a copy-on-write clone mounts the rootfs itself).
+    MountTemplates& mount_templates;
     int last_capability;
     const cpu_set_t* program_cpus;  // null: the program keeps pid 1's CPUs
 };

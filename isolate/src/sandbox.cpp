@@ -36,6 +36,7 @@
 #include "init_spawner.h"
 #include "isolate/error.h"
 #include "isolate/seccomp.h"
+#include "mount_template.h"
 #include "netns_pool.h"
 #include "prepared_sandbox.h"
 #include "verdict.h"
@@ -586,6 +587,7 @@ struct SandboxState {
     unsigned parallelism = 1;
     std::unique_ptr<NetnsPool> netns_pool;
     std::vector<std::unique_ptr<InitSpawner>> init_spawners;  // per slot, made on first use
+    MountTemplates mount_templates;
     // With pin_slots: the CPUs this process could use at start, which every program gets,
     // and the one each slot's supervisor thread and pid 1 use (empty: nothing is pinned).
     cpu_set_t program_cpus{};
@@ -641,6 +643,7 @@ struct SandboxState {
                 netns,
                 netns >= 0 ? netns_pool->home() : -1,
                 init_spawner(config, slot_index),
+                mount_templates,
                 last_capability,
                 slot_cpus.empty() ? nullptr : &program_cpus};
     }

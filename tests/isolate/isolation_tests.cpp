@@ -185,6 +185,97 @@ TEST_CASE("/ and the bound directories are read-only; /tmp and the workdir are n
     CHECK(sys.stdout_data != "created\n");
 }
 
+// Every run of a shape starts from one mount namespace built for the shape and kept
+// (mount_template.h): it must show every run the same few mounts, none of the host's,
+// whatever the runs before did.
+TEST_CASE("every run sees the same few mounts and none of the host's, whatever ran before") {
+    auto mounts = [] {
+        auto result = test::sandbox().run(test::command({"/bin/cat", "/proc/self/mountinfo"}));
+        REQUIRE(result.status == Status::ok);
+        // Mount point, root, type and options; not the ids and device numbers, new per run.
+        std::vector<std::string> lines;
+        std::istringstream in(result.stdout_data);
+        for (std::string line; std::getline(in, line);) {
+            std::istringstream fields(line);
+            std::string id, parent, dev, root, point, options, field, type;
+            fields >> id >> parent >> dev >> root >> point >> options;
+            while (fields >> field && field != "-") {
+            }
+            fields >> type;
+            lines.push_back(point + " " + root + " " + type + " " + options);
+        }
+        std::sort(lines.begin(), lines.end());
+        return lines;
+    };
+    const auto first = mounts();
+    std::vector<std::string> points;
+    for (const auto& line : first) points.push_back(line.substr(0, line.find(' ')));
+    // Two procs at /proc: the run's own, on the template's placeholder.
+    CHECK(points == std::vector<std::string>{"/", "/box", "/dev", "/dev/shm", "/probe", "/proc",
+                                             "/proc", "/proc/sys", "/tmp", "/usr"});
+
+    // A program cannot mount (no capability, and the filter), so what could reach the template
+    // is pid 1's own mounts, made afresh in every run's copy; and files left behind.
+    for (int run = 0; run < 5; ++run) {
+        auto meddle = test::sandbox().run(
+            test::command({"/bin/sh", "-c",
+                           "echo x > /tmp/left; echo x > /box/left; echo x > /dev/shm/left; "
+                           "mkdir /tmp/d /box/d; umount /tmp; mount -t tmpfs none /box/d"}));
+        REQUIRE(meddle.status != Status::internal_error);
+    }
+    CHECK(mounts() == first);
+    auto left = test::sandbox().run(test::command({"/bin/ls", "-A", "/tmp", "/box", "/dev/shm"}));
+    CHECK(left.stdout_data == "/box:\n\n/dev/shm:\n\n/tmp:\n");
+}
+
+TEST_CASE("a rootfs replaced on disk is the one the next run sees") {
+    test::TempRootfs root;
+    auto marker = [&] {
+        isolate::RunSpec spec = test::probe({"cat", "/marker"});
+        spec.rootfs = root.path();
+        auto result = test::sandbox().run(spec);
+        INFO(result.message);
+        REQUIRE(result.status == Status::ok);
+        return result.stdout_data;
+    };
+    std::ofstream(root.path() + "/marker") << "old";
+    CHECK(marker() == "old");
+    // Same path, new directory: the shape's mount template still holds the old one.
+    root.replace(".old");
+    std::ofstream(root.path() + "/marker") << "new";
+    CHECK(marker() == "new");
+}
+
+TEST_CASE("the mount templates kept stay few when every run has a shape of its own") {
+    auto mount_namespaces_held = [] {
+        int count = 0;
+        for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+            std::error_code ec;
+            auto target = std::filesystem::read_symlink(entry.path(), ec);
+            if (!ec && target.string().rfind("mnt:[", 0) == 0) ++count;
+        }
+        return count;
+    };
+    char dir_template[] = "/var/tmp/sbx-shapes-XXXXXX";
+    REQUIRE(::mkdtemp(dir_template) != nullptr);
+    const std::filesystem::path base = dir_template;
+    for (int shape = 0; shape < 24; ++shape) {
+        // Each run binds another directory at /etc: another shape, another template.
+        const auto source = base / std::to_string(shape);
+        std::filesystem::create_directory(source);
+        std::filesystem::permissions(source, std::filesystem::perms(0755));
+        std::ofstream(source / "shape") << shape;
+        isolate::RunSpec spec = test::command({"/bin/cat", "/etc/shape"});
+        spec.binds.push_back({source, "/etc"});
+        auto result = test::sandbox().run(spec);
+        INFO(result.message);
+        REQUIRE(result.status == Status::ok);
+        CHECK(result.stdout_data == std::to_string(shape));
+    }
+    CHECK(mount_namespaces_held() <= 16);
+    std::filesystem::remove_all(base);
+}
+
 TEST_CASE("/dev holds only the harmless devices, and there is no /sys") {
     auto result = test::sandbox().run(test::probe({"ls", "/dev"}));
     std::vector<std::string> names;

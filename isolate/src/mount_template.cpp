@@ -1,0 +1,150 @@
+#include "mount_template.h"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
+#include "child.h"
+#include "init_spawner.h"
+#include "isolate/error.h"
+
+namespace isolate {
+namespace {
+
+std::string shape_key(const ChildPlan& plan) {
+    std::string key = plan.rootfs;
+    for (const PlannedBind& bind : plan.binds) {
+        key += '\0';
+        key += bind.source;
+        key += '\0';
+        key += bind.target;
+    }
+    return key;
+}
+
+struct Build {
+    const ChildPlan* plan;
+    int mount_ns = -1;
+    ChildFailure failure;
+};
+
+// Runs in the builder: a clone sharing our memory and descriptor table, so the namespace's
+// descriptor it opens is ours. The rules of pid 1's code apply (child.h).
+int build_main(void* arg) {
+    auto* build = static_cast<Build*>(arg);
+    if (!build_mount_template(*build->plan, build->failure)) return 1;
+    // /proc is the builder's own pid namespace's, mounted above, so "self" is the builder.
+    const int fd = ::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fail(build->failure, ChildStep::open_mount_template);
+        return 1;
+    }
+    build->mount_ns = fd;
+    return 0;
+}
+
+class BuilderStack {
+  public:
+    static constexpr std::size_t kSize = 64 * 1024;
+    BuilderStack() {
+        base_ = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (base_ == MAP_FAILED) throw_errno("mmap the mount template builder's stack");
+    }
+    ~BuilderStack() {
+#if defined(__SANITIZE_ADDRESS__)
+        // The builder never returned from its frames; a later mapping here must not inherit
+        // their poison.
+        __asan_unpoison_memory_region(base_, kSize);
+#endif
+        ::munmap(base_, kSize);
+    }
+    BuilderStack(const BuilderStack&) = delete;
+    BuilderStack& operator=(const BuilderStack&) = delete;
+    void* base() const { return base_; }
+
+  private:
+    void* base_;
+};
+
+// Builds the tree in a new mount namespace as the host's root, in a new pid namespace whose
+// only process is the builder (the placeholder proc shows nothing once it has exited), and
+// keeps the namespace by its descriptor.
+UniqueFd build_template(const ChildPlan& plan) {
+    BuilderStack stack;
+    Build build{&plan, -1, {}};
+    clone_args args{};
+    // CLONE_VFORK: we wait here until the builder has exited, and so has opened the namespace.
+    args.flags = CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNS | CLONE_NEWPID;
+    args.exit_signal = SIGCHLD;
+    args.stack = reinterpret_cast<std::uint64_t>(stack.base());
+    args.stack_size = BuilderStack::kSize;
+    // No handler of ours may run in the builder, on our memory.
+    sigset_t all, previous;
+    sigfillset(&all);
+    if (const int err = ::pthread_sigmask(SIG_SETMASK, &all, &previous); err != 0)
+        throw_errno("block signals for the mount template builder", err);
+    const long pid = clone3_calling(&args, build_main, &build);
+    const int clone_error = errno;
+    ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+    UniqueFd mount_ns(build.mount_ns);
+    if (pid < 0) throw_errno("clone3 the mount template builder", clone_error);
+    int status = 0;
+    while (::waitpid(static_cast<pid_t>(pid), &status, 0) < 0) {
+        if (errno != EINTR) throw_errno("wait for the mount template builder");
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !mount_ns) {
+        std::string why = WIFEXITED(status) ? std::string(to_string(build.failure.step)) + ": " +
+                                                  std::strerror(build.failure.error)
+                                            : "killed by signal " + std::to_string(WTERMSIG(status));
+        throw SetupError("build the mount template for " + plan.rootfs + ": " + why);
+    }
+    return mount_ns;
+}
+
+}  // namespace
+
+std::shared_ptr<const UniqueFd> MountTemplates::get(const ChildPlan& plan) {
+    Identities identities;
+    auto identify = [&identities](const std::string& path) {
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0) throw_errno("stat " + path);
+        identities.emplace_back(st.st_dev, st.st_ino);
+    };
+    identify(plan.rootfs);
+    identities.emplace_back(plan.dev_device, plan.dev_inode);
+    for (const PlannedBind& bind : plan.binds) identify(bind.source);
+
+    std::string shape = shape_key(plan);
+    std::lock_guard lock(mutex_);
+    auto it = std::find_if(templates_.begin(), templates_.end(),
+                           [&](const Template& t) { return t.shape == shape; });
+    if (it != templates_.end() && it->identities == identities) {
+        it->last_used = ++uses_;
+        return it->mount_ns;
+    }
+    // Replaced on disk since: build anew (runs still copying the old one keep it alive).
+    if (it != templates_.end()) templates_.erase(it);
+    auto mount_ns = std::make_shared<const UniqueFd>(build_template(plan));
+    if (templates_.size() >= kMaxTemplates) {
+        templates_.erase(std::min_element(
+            templates_.begin(), templates_.end(),
+            [](const Template& a, const Template& b) { return a.last_used < b.last_used; }));
+    }
+    templates_.push_back({std::move(shape), std::move(identities), mount_ns, ++uses_});
+    return mount_ns;
+}
+
+}  // namespace isolate

@@ -1,0 +1,58 @@
+#pragma once
+
+// One mount namespace per sandbox shape (rootfs and binds) whose root is that shape's
+// filesystem: the rootfs and the operator's binds read-only, with the /dev of dev_mounts.h,
+// and nothing of the host's tree. Each slot's spawner thread enters it before it clones pid 1
+// (InitSpawner), so a run's new mount namespace is a copy of these few mounts instead of the
+// host's whole table, and pid 1 skips binding the rootfs, the pivot_root, and detaching the
+// host's tree, whose unmount waited for an RCU grace period on every run.
+//
+// A template outlives the runs that copy it, so nothing a run does may reach it:
+// - its mounts are private, so no mount or unmount in a run's copy propagates back;
+// - a run's copy belongs to the run's user namespace, which locks every copied mount and
+//   its read-only flag (the rootfs is read-only for pid 1 too, not only for the program);
+// - the proc it holds at /proc, which the kernel requires before a user namespace may mount
+//   a proc of its own, is that of an empty pid namespace, under the run's proc.
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "child_plan.h"
+#include "isolate/unique_fd.h"
+
+namespace isolate {
+
+class MountTemplates {
+  public:
+    // The mount namespace for the shape of `plan` (from make_sandbox_plan, host paths), built
+    // on first use and again when the rootfs, its /dev or a bind's source was replaced since
+    // (a directory removed and made again is a new one: the template would still show the
+    // old). Throws SetupError.
+    std::shared_ptr<const UniqueFd> get(const ChildPlan& plan);
+
+  private:
+    // The directories a template holds, by device and inode: the rootfs, its /dev, then each
+    // bind's source.
+    using Identities = std::vector<std::pair<dev_t, ino_t>>;
+    struct Template {
+        std::string shape;
+        Identities identities;
+        std::shared_ptr<const UniqueFd> mount_ns;
+        std::uint64_t last_used;
+    };
+
+    // `sandboxctl exec` may bind anything, so each bind list is a new shape; the oldest
+    // template goes when there would be more.
+    static constexpr std::size_t kMaxTemplates = 16;
+
+    std::mutex mutex_;
+    std::vector<Template> templates_;
+    std::uint64_t uses_ = 0;
+};
+
+}  // namespace isolate
