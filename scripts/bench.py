@@ -15,6 +15,11 @@ import sys
 import time
 
 BARE = ["/usr/bin/bash", "-c", ":"]
+BARE_ENV = {"PATH": "/usr/bin:/bin"}
+# For reference only, not the issue's baseline: the host's bash doing what the request's bash
+# does, a script holding ":" with the bash language's environment (rootfs/bash/language.json).
+# The UTF-8 locale and the script file are the submission's work, not the sandbox's.
+SAME_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
 BWRAP = [
     "/usr/bin/bwrap", "--unshare-all",
     "--ro-bind", "/usr", "/usr",
@@ -82,15 +87,16 @@ def in_workers(workers, max_runs, seconds, body):
     return merged, elapsed
 
 
-def spawn_body(argv):
+def spawn_body(argv, env=None):
     devnull = os.open("/dev/null", os.O_RDWR)
+    env = env or BARE_ENV
 
     def body(max_runs, deadline):
         runs = failed = 0
         lat = []
         while runs < max_runs and now() < deadline:
             t0 = now()
-            pid = os.posix_spawn(argv[0], argv, {"PATH": "/usr/bin:/bin"},
+            pid = os.posix_spawn(argv[0], argv, env,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
                                                (os.POSIX_SPAWN_DUP2, devnull, 1),
                                                (os.POSIX_SPAWN_DUP2, devnull, 2)])
@@ -286,11 +292,17 @@ def main():
     cpu0, child0 = proc_times(pid)
     runs_at_cpu0 = 5
 
-    # The three throughput loops take turns in rounds, so that all three see the same minutes
+    # The four throughput loops take turns in rounds, so that all four see the same minutes
     # of a machine whose speed drifts (a VM's neighbours come and go).
+    # Next to the socket, in the temporary directory scripts/bench made for this run.
+    script = os.path.join(os.path.dirname(os.path.abspath(args.socket)), "main.sh")
+    with open(script, "w") as f:
+        f.write(":\n")
     loops = {"bare": (args.bare_runs, spawn_body(BARE)),
              "bwrap": (args.bwrap_runs, spawn_body(BWRAP)),
-             "sandboxd": (args.throughput_runs, execute_body(args.socket, TRIVIAL))}
+             "sandboxd": (args.throughput_runs, execute_body(args.socket, TRIVIAL)),
+             "bare, as the request": (args.bare_runs, spawn_body(["/usr/bin/bash", script],
+                                                                   SAME_ENV))}
     parts = {name: [] for name in loops}
     for r in range(args.rounds):
         for name, (runs, body) in loops.items():
@@ -301,6 +313,7 @@ def main():
     bare, bare_s, bare_cpu = merge_rounds(parts["bare"])
     bw, bw_s, bw_cpu = merge_rounds(parts["bwrap"])
     sd, sd_s, sd_cpu = merge_rounds(parts["sandboxd"])
+    same, same_s, same_cpu = merge_rounds(parts["bare, as the request"])
     # The floor under the latency targets: the same bash with no sandbox, one at a time.
     print("# measuring: bare fork+exec, 1 worker ...", file=sys.stderr)
     bare1, _ = in_workers(1, args.latency_runs, args.seconds, spawn_body(BARE))
@@ -353,6 +366,10 @@ def main():
     row(f"bare fork+exec `bash -c :`, {W} workers",
         f"{bare_rate:.0f} runs/s, mean {ms(statistics.mean(bare['latencies_ns'])):.2f} ms"
         f" ({bare['runs']} runs)")
+    same_rate = rate(same, same_s)
+    row(f"bare as the request: `bash main.sh`, LANG=C.UTF-8, {W} workers",
+        f"{same_rate:.0f} runs/s, mean {ms(statistics.mean(same['latencies_ns'])):.2f} ms"
+        f" ({same['runs']} runs)", "bare", fmt_ratio(same_rate / bare_rate))
     row(f"bwrap --unshare-all, same bash, {W} workers",
         f"{bw_rate:.0f} runs/s, mean {ms(statistics.mean(bw['latencies_ns'])):.2f} ms"
         f" ({bw['runs']} runs)", "bare", fmt_ratio(bw_rate / bare_rate))
@@ -360,6 +377,7 @@ def main():
         f"{sd_rate:.0f} runs/s, mean {ms(statistics.mean(sd['latencies_ns'])):.2f} ms"
         f" ({sd['runs']} runs)", "bwrap", fmt_ratio(sd_rate / bw_rate), ">= 2x")
     row("", "", "bare", fmt_ratio(sd_rate / bare_rate), ">= 0.5x")
+    row("", "", "bare as the request", fmt_ratio(sd_rate / same_rate), "(reference only)")
     row("all CPUs' busy time per run: bare / bwrap / sandboxd",
         f"{bare_cpu:.2f} / {bw_cpu:.2f} / {sd_cpu:.2f} ms", "bwrap",
         fmt_ratio(bw_cpu / sd_cpu), "")
@@ -427,7 +445,8 @@ def main():
                 "", "", "")
 
     errors = []
-    for name, r in (("bare", bare), ("bwrap", bw), ("sandboxd", sd), ("latency", lat),
+    for name, r in (("bare", bare), ("bwrap", bw), ("sandboxd", sd), ("bare as the request", same),
+                    ("latency", lat),
                     ("footprint", fill)):
         if r.get("failed"):
             detail = {k[7:]: v for k, v in r.items() if k.startswith("status_")}
