@@ -73,7 +73,9 @@ class BuilderStack {
     }
     BuilderStack(const BuilderStack&) = delete;
     BuilderStack& operator=(const BuilderStack&) = delete;
-    void* base() const { return base_; }
+    void* base() const {
+        return base_;
+    }
 
   private:
     void* base_;
@@ -106,9 +108,10 @@ UniqueFd build_template(const ChildPlan& plan) {
         if (errno != EINTR) throw_errno("wait for the mount template builder");
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !mount_ns) {
-        std::string why = WIFEXITED(status) ? std::string(to_string(build.failure.step)) + ": " +
-                                                  std::strerror(build.failure.error)
-                                            : "killed by signal " + std::to_string(WTERMSIG(status));
+        std::string why = WIFEXITED(status)
+                              ? std::string(to_string(build.failure.step)) + ": " +
+                                    std::strerror(build.failure.error)
+                              : "killed by signal " + std::to_string(WTERMSIG(status));
         throw SetupError("build the mount template for " + plan.rootfs + ": " + why);
     }
     return mount_ns;
