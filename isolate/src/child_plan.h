@@ -24,6 +24,10 @@ class SeccompFilter;
 struct PlannedBind {
     std::string source;  // host path
     std::string target;  // host path of the mountpoint below the rootfs
+    std::string inside;  // the mountpoint's path inside
+    // The source directory, which a pid 1 started in a mount template must find at `inside`.
+    dev_t source_device = 0;
+    ino_t source_inode = 0;
 };
 
 struct PlannedFile {
@@ -52,6 +56,9 @@ struct ChildPlan {
     // in a mount template (use_mount_template).
     bool in_mount_template = false;
     std::string rootfs;
+    // The rootfs directory, which a pid 1 started in a mount template must find at "/".
+    dev_t rootfs_device = 0;
+    ino_t rootfs_inode = 0;
     std::string proc_dir, proc_sys_dir, dev_dir, dev_shm_dir, tmp_dir, work_dir;
     std::vector<PlannedBind> binds;
     // What dev_dir must show: the /dev this process mounted there (dev_mounts.h), which the
@@ -110,6 +117,7 @@ enum class ChildStep : std::uint32_t {
     pivot_root,
     detach_old_root,
     open_mount_template,
+    check_mount_template,
     open_workdir,
     create_input_dir,
     write_input_file,

@@ -48,6 +48,8 @@ const char* to_string(ChildStep step) {
             return "detach the old root";
         case ChildStep::open_mount_template:
             return "open the mount template's namespace";
+        case ChildStep::check_mount_template:
+            return "find the rootfs and binds in the mount template";
         case ChildStep::open_workdir:
             return "open the working directory";
         case ChildStep::create_input_dir:

@@ -42,6 +42,9 @@ class DevMounts {
     // since, mounts it. Returns what the sandbox must find there (pid 1 checks). Thread-safe.
     // Throws SetupError; a failed mount leaves nothing behind.
     Identity equip(const std::string& dev_dir);
+    // While the lock lives, no /dev is half built: a copy of this mount namespace made then
+    // has every one read-only.
+    std::unique_lock<std::mutex> hold_steady() { return std::unique_lock(mutex_); }
 
   private:
     DevMounts();

@@ -153,6 +153,10 @@ void InitSpawner::serve() {
     // Threads share one root and working directory, and setns into a mount namespace changes
     // them: only a thread with its own may enter one.
     const int own_fs_error = ::unshare(CLONE_FS) == 0 ? 0 : errno;
+    // Where the thread returns after each clone3 from a mount template, so that it holds none
+    // beyond its pid 1's life.
+    const UniqueFd own_mount_ns(::open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC));
+    const int mount_home_error = own_fs_error != 0 ? own_fs_error : own_mount_ns ? 0 : errno;
     std::unique_lock lock(mutex_);
     for (;;) {
         changed_.wait(lock, [this] { return stopping_ || pending_; });
@@ -165,13 +169,16 @@ void InitSpawner::serve() {
         args.stack_size = kStackSize;
         args.parent_tid = reinterpret_cast<std::uint64_t>(&pid_);
         args.flags |= CLONE_PARENT_SETTID;
-        const int netns = netns_, home = home_, mount_ns = mount_ns_;
+        const int netns = netns_, home = home_;
+        // Ours until the setns below: the caller may give up on a run, and its descriptor,
+        // before this thread gets to it.
+        const std::shared_ptr<const UniqueFd> mount_ns = std::move(mount_ns_);
         lock.unlock();
         long result = -1;
         int error = 0;
-        if (mount_ns >= 0 && own_fs_error != 0) {
-            error = own_fs_error;
-        } else if (mount_ns >= 0 && ::setns(mount_ns, CLONE_NEWNS) != 0) {
+        if (mount_ns && mount_home_error != 0) {
+            error = mount_home_error;
+        } else if (mount_ns && ::setns(mount_ns->get(), CLONE_NEWNS) != 0) {
             error = errno;
         } else {
             try {
@@ -183,6 +190,9 @@ void InitSpawner::serve() {
             } catch (const std::exception&) {
                 error = errno ? errno : EINVAL;  // setns failed; nothing was cloned
             }
+            // Cannot fail for a namespace this thread was in; if it did, the next clone3 from
+            // here would copy the wrong tree.
+            if (mount_ns && ::setns(own_mount_ns.get(), CLONE_NEWNS) != 0) std::abort();
         }
         lock.lock();
         busy_ = false;
@@ -199,7 +209,7 @@ void InitSpawner::serve() {
 }
 
 pid_t InitSpawner::spawn(clone_args args, int (*fn)(void*), void* arg, int started_fd, int netns,
-                         int home, int mount_ns) {
+                         int home, std::shared_ptr<const UniqueFd> mount_ns) {
 #if defined(__SANITIZE_ADDRESS__)
     // The stacks are reused, and the tasks that ran on them last never returned from their
     // frames (they exec'd or died): clear the poison AddressSanitizer left for those frames.
@@ -217,7 +227,7 @@ pid_t InitSpawner::spawn(clone_args args, int (*fn)(void*), void* arg, int start
         arg_ = arg;
         netns_ = netns;
         home_ = home;
-        mount_ns_ = mount_ns;
+        mount_ns_ = std::move(mount_ns);
         error_ = 0;
         pid_ = 0;
         started_ = std::move(own_copy);

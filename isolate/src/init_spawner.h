@@ -27,6 +27,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -52,11 +53,11 @@ class InitSpawner {
     // `started_fd` (a fresh eventfd made by the caller) or has exited; args.pidfd is filled
     // by then. Throws SetupError if clone3 fails. With `netns` >= 0 the spawner thread makes
     // the call from inside that network namespace (returning to `home` afterwards), so a
-    // clone3 without CLONE_NEWNET puts the child there. With `mount_ns` >= 0 it enters that
-    // mount namespace first and stays there (a mount template, mount_template.h), so the
-    // child's CLONE_NEWNS copies it and the child starts at its root.
+    // clone3 without CLONE_NEWNET puts the child there. With a `mount_ns` it enters that
+    // mount namespace first (a mount template, mount_template.h), so the child's CLONE_NEWNS
+    // copies it and the child starts at its root; it returns to its own when clone3 does.
     pid_t spawn(clone_args args, int (*fn)(void*), void* arg, int started_fd, int netns = -1,
-                int home = -1, int mount_ns = -1);
+                int home = -1, std::shared_ptr<const UniqueFd> mount_ns = nullptr);
 
     // The stack the program's process runs on between its clone and its execve.
     void* program_stack() const { return program_stack_; }
@@ -89,7 +90,8 @@ class InitSpawner {
     pid_t pid_ = 0;
     int (*fn_)(void*) = nullptr;
     void* arg_ = nullptr;
-    int netns_ = -1, home_ = -1, mount_ns_ = -1;
+    int netns_ = -1, home_ = -1;
+    std::shared_ptr<const UniqueFd> mount_ns_;
     std::thread thread_;
 };
 

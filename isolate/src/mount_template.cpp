@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #endif
 
 #include "child.h"
+#include "dev_mounts.h"
 #include "init_spawner.h"
 #include "isolate/error.h"
 
@@ -55,30 +57,38 @@ int build_main(void* arg) {
     return 0;
 }
 
+// [guard][stack]: an overflow faults instead of writing over our memory, which the builder
+// shares.
 class BuilderStack {
   public:
-    static constexpr std::size_t kSize = 64 * 1024;
+    static constexpr std::size_t kGuard = 4096;
+    static constexpr std::size_t kSize = 256 * 1024;
     BuilderStack() {
-        base_ = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-        if (base_ == MAP_FAILED) throw_errno("mmap the mount template builder's stack");
+        region_ = ::mmap(nullptr, kGuard + kSize, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (region_ == MAP_FAILED) throw_errno("mmap the mount template builder's stack");
+        if (::mprotect(region_, kGuard, PROT_NONE) != 0) {
+            const int err = errno;
+            ::munmap(region_, kGuard + kSize);
+            throw_errno("mprotect the mount template builder's stack guard", err);
+        }
     }
     ~BuilderStack() {
 #if defined(__SANITIZE_ADDRESS__)
         // The builder never returned from its frames; a later mapping here must not inherit
         // their poison.
-        __asan_unpoison_memory_region(base_, kSize);
+        __asan_unpoison_memory_region(base(), kSize);
 #endif
-        ::munmap(base_, kSize);
+        ::munmap(region_, kGuard + kSize);
     }
     BuilderStack(const BuilderStack&) = delete;
     BuilderStack& operator=(const BuilderStack&) = delete;
     void* base() const {
-        return base_;
+        return static_cast<char*>(region_) + kGuard;
     }
 
   private:
-    void* base_;
+    void* region_;
 };
 
 // Builds the tree in a new mount namespace as the host's root, in a new pid namespace whose
@@ -87,9 +97,11 @@ class BuilderStack {
 UniqueFd build_template(const ChildPlan& plan) {
     BuilderStack stack;
     Build build{&plan, -1, {}};
+    int pidfd = -1;
     clone_args args{};
     // CLONE_VFORK: we wait here until the builder has exited, and so has opened the namespace.
-    args.flags = CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNS | CLONE_NEWPID;
+    args.flags = CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNS | CLONE_NEWPID | CLONE_PIDFD;
+    args.pidfd = reinterpret_cast<std::uint64_t>(&pidfd);
     args.exit_signal = SIGCHLD;
     args.stack = reinterpret_cast<std::uint64_t>(stack.base());
     args.stack_size = BuilderStack::kSize;
@@ -103,21 +115,35 @@ UniqueFd build_template(const ChildPlan& plan) {
     ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     UniqueFd mount_ns(build.mount_ns);
     if (pid < 0) throw_errno("clone3 the mount template builder", clone_error);
-    int status = 0;
-    while (::waitpid(static_cast<pid_t>(pid), &status, 0) < 0) {
+    UniqueFd builder(pidfd);
+    // By its pidfd: a process reaping with waitpid(-1) or ignoring SIGCHLD cannot take it.
+    siginfo_t info{};
+    while (::waitid(P_PIDFD, static_cast<id_t>(builder.get()), &info, WEXITED) != 0) {
         if (errno != EINTR) throw_errno("wait for the mount template builder");
     }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !mount_ns) {
-        std::string why = WIFEXITED(status)
+    if (info.si_code != CLD_EXITED || info.si_status != 0 || !mount_ns) {
+        std::string why = info.si_code == CLD_EXITED
                               ? std::string(to_string(build.failure.step)) + ": " +
                                     std::strerror(build.failure.error)
-                              : "killed by signal " + std::to_string(WTERMSIG(status));
+                              : "killed by signal " + std::to_string(info.si_status);
         throw SetupError("build the mount template for " + plan.rootfs + ": " + why);
     }
     return mount_ns;
 }
 
 }  // namespace
+
+MountTemplates::MountTemplates()
+    : mount_table_(::open("/proc/thread-self/mountinfo", O_RDONLY | O_CLOEXEC)) {
+    if (!mount_table_) throw_errno("open /proc/thread-self/mountinfo");
+}
+
+bool MountTemplates::mount_table_changed() const noexcept {
+    // The kernel flags a mountinfo descriptor once per change to its namespace, ours: the
+    // host's mounts and unmounts arrive in it (a slave), and so do our /dev mounts.
+    pollfd fd{mount_table_.get(), POLLPRI, 0};
+    return ::poll(&fd, 1, 0) != 0;
+}
 
 std::shared_ptr<const UniqueFd> MountTemplates::get(const ChildPlan& plan) {
     Identities identities;
@@ -126,12 +152,18 @@ std::shared_ptr<const UniqueFd> MountTemplates::get(const ChildPlan& plan) {
         if (::stat(path.c_str(), &st) != 0) throw_errno("stat " + path);
         identities.emplace_back(st.st_dev, st.st_ino);
     };
-    identify(plan.rootfs);
+    identities.emplace_back(plan.rootfs_device, plan.rootfs_inode);
     identities.emplace_back(plan.dev_device, plan.dev_inode);
-    for (const PlannedBind& bind : plan.binds) identify(bind.source);
+    // A mountpoint removed or replaced takes its mount out of the template.
+    identify(plan.proc_dir);
+    for (const PlannedBind& bind : plan.binds) {
+        identities.emplace_back(bind.source_device, bind.source_inode);
+        identify(bind.target);
+    }
 
     std::string shape = shape_key(plan);
     std::lock_guard lock(mutex_);
+    if (mount_table_changed()) templates_.clear();
     auto it = std::find_if(templates_.begin(), templates_.end(),
                            [&](const Template& t) { return t.shape == shape; });
     if (it != templates_.end() && it->identities == identities) {
@@ -140,7 +172,12 @@ std::shared_ptr<const UniqueFd> MountTemplates::get(const ChildPlan& plan) {
     }
     // Replaced on disk since: build anew (runs still copying the old one keep it alive).
     if (it != templates_.end()) templates_.erase(it);
-    auto mount_ns = std::make_shared<const UniqueFd>(build_template(plan));
+    std::shared_ptr<const UniqueFd> mount_ns;
+    {
+        // The builder copies our mounts: none of the /devs may be half built, still writable.
+        auto steady = DevMounts::instance().hold_steady();
+        mount_ns = std::make_shared<const UniqueFd>(build_template(plan));
+    }
     if (templates_.size() >= kMaxTemplates) {
         templates_.erase(std::min_element(
             templates_.begin(), templates_.end(),

@@ -13,6 +13,8 @@
 //   its read-only flag (the rootfs is read-only for pid 1 too, not only for the program);
 // - the proc it holds at /proc, which the kernel requires before a user namespace may mount
 //   a proc of its own, is that of an empty pid namespace, under the run's proc.
+// And it must show what a fresh bind would: see get() for when it is rebuilt, and
+// mounts.cpp for what pid 1 checks in its copy before it mounts anything.
 
 #include <sys/types.h>
 
@@ -29,15 +31,21 @@ namespace isolate {
 
 class MountTemplates {
   public:
+    // Throws SetupError if it cannot watch this process's mount table.
+    MountTemplates();
+
     // The mount namespace for the shape of `plan` (from make_sandbox_plan, host paths), built
-    // on first use and again when the rootfs, its /dev or a bind's source was replaced since
-    // (a directory removed and made again is a new one: the template would still show the
-    // old). Throws SetupError.
+    // on first use and again when the rootfs, its /dev, a bind's source or a mountpoint was
+    // replaced since (a directory removed and made again is a new one: the template would
+    // still show the old), or when anything was mounted or unmounted in this process's mount
+    // namespace (a private copy would not follow it). Throws SetupError.
     std::shared_ptr<const UniqueFd> get(const ChildPlan& plan);
 
   private:
-    // The directories a template holds, by device and inode: the rootfs, its /dev, then each
-    // bind's source.
+    bool mount_table_changed() const noexcept;
+
+    // The directories a template holds, by device and inode: the rootfs, its /dev, its /proc,
+    // then each bind's source and mountpoint.
     using Identities = std::vector<std::pair<dev_t, ino_t>>;
     struct Template {
         std::string shape;
@@ -46,10 +54,11 @@ class MountTemplates {
         std::uint64_t last_used;
     };
 
-    // `sandboxctl exec` may bind anything, so each bind list is a new shape; the oldest
-    // template goes when there would be more.
+    // The daemon's shapes are its languages', but the library takes any rootfs and binds:
+    // the least recently used template goes when there would be more.
     static constexpr std::size_t kMaxTemplates = 16;
 
+    UniqueFd mount_table_;  // this process's /proc/thread-self/mountinfo
     std::mutex mutex_;
     std::vector<Template> templates_;
     std::uint64_t uses_ = 0;

@@ -68,12 +68,38 @@ bool mount_dev_shm(const ChildPlan& plan, ChildFailure& failure) noexcept {
 
 }  // namespace
 
+namespace {
+
+bool is_directory(const char* path, dev_t device, ino_t inode) noexcept {
+    struct stat st {};
+    if (::stat(path, &st) != 0) return false;
+    if (st.st_dev == device && st.st_ino == inode) return true;
+    errno = ESTALE;
+    return false;
+}
+
+// The template's copy must hold the rootfs at "/" and each bind's source at its mountpoint:
+// a mountpoint removed or replaced on the host takes its mount out of every namespace, and a
+// pid 1 cloned outside any template would see the host's tree.
+bool check_mount_template(const ChildPlan& plan, ChildFailure& failure) noexcept {
+    if (!is_directory("/", plan.rootfs_device, plan.rootfs_inode))
+        return fail(failure, ChildStep::check_mount_template);
+    for (std::size_t i = 0; i < plan.binds.size(); ++i) {
+        const PlannedBind& bind = plan.binds[i];
+        if (!is_directory(bind.inside.c_str(), bind.source_device, bind.source_inode))
+            return fail(failure, ChildStep::check_mount_template, static_cast<int>(i) + 1);
+    }
+    return true;
+}
+
+}  // namespace
+
 bool mount_host_parts(const ChildPlan& plan, ChildFailure& failure) noexcept {
-    // Nothing done here may propagate back to the host's mount namespace (or the template's,
-    // whose mounts are private already: this is the check that they are).
+    // Nothing done here may propagate back to the host's mount namespace (or to the
+    // template's, whose mounts are private already).
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
         return fail(failure, ChildStep::make_mounts_private);
-    if (plan.in_mount_template) return true;
+    if (plan.in_mount_template) return check_mount_template(plan, failure);
     if (!bind_readonly(plan.rootfs.c_str(), plan.rootfs.c_str(), ChildStep::bind_rootfs,
                        ChildStep::remount_rootfs_readonly, 0, failure))
         return false;

@@ -95,6 +95,10 @@ ChildPlan make_sandbox_plan(const SandboxShape& shape, uid_t inside_id, int last
     if (ec) throw SetupError("rootfs " + shape.rootfs.string() + ": " + ec.message());
     plan.rootfs = rootfs.string();
     if (plan.rootfs == "/") throw SetupError("the host's / cannot be a rootfs");
+    struct stat root {};
+    if (::stat(plan.rootfs.c_str(), &root) != 0) throw_errno("stat rootfs " + plan.rootfs);
+    plan.rootfs_device = root.st_dev;
+    plan.rootfs_inode = root.st_ino;
 
     plan.proc_dir = require_directory(plan.rootfs, "/proc");
     plan.proc_sys_dir = plan.proc_dir + "/sys";
@@ -109,7 +113,10 @@ ChildPlan make_sandbox_plan(const SandboxShape& shape, uid_t inside_id, int last
         if (ec) throw SetupError("bind source " + bind.source.string() + ": " + ec.message());
         if (bind.target.empty() || bind.target.front() != '/' || bind.target == "/")
             throw SetupError("bind target must be an absolute path below /: " + bind.target);
-        plan.binds.push_back({source.string(), require_directory(plan.rootfs, bind.target)});
+        struct stat st {};
+        if (::stat(source.c_str(), &st) != 0) throw_errno("bind source " + source.string());
+        plan.binds.push_back({source.string(), require_directory(plan.rootfs, bind.target),
+                              bind.target, st.st_dev, st.st_ino});
     }
 
     plan.shm_options = tmpfs_options(shape.tmpfs_bytes, "1777");

@@ -126,7 +126,7 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& 
         plan.program_stack = spawner->program_stack();
         plan.program_stack_size = spawner->program_stack_size();
         pid = spawner->spawn(args, init_main, &plan, started.get(), parts.netns, parts.netns_home,
-                             mount_template->get());
+                             mount_template);
     } else {
         std::optional<NetnsEntered> in_prepared_netns;
         if (joins_netns) in_prepared_netns.emplace(parts.netns, parts.netns_home);

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <netinet/in.h>
 #include <sys/ipc.h>
+#include <sys/mount.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -246,13 +247,57 @@ TEST_CASE("a rootfs replaced on disk is the one the next run sees") {
     CHECK(marker() == "new");
 }
 
+// A template is a private copy of the rootfs's mounts as they were when it was built; the
+// host's later mounts and unmounts below a rootfs must still reach the next run. This process
+// is in a mount namespace of its own (dev_mounts.h), which stands for the host's here.
+TEST_CASE("a mount made or removed below a rootfs after its first run reaches the next run") {
+    test::TempRootfs root;
+    auto marker = [&] {
+        isolate::RunSpec spec = test::probe({"cat", "/etc/marker"});
+        spec.rootfs = root.path();
+        auto result = test::sandbox().run(spec);
+        INFO(result.message);
+        REQUIRE(result.status == Status::ok);
+        return result.stdout_data;
+    };
+    std::ofstream(root.path() + "/etc/marker") << "rootfs";
+    CHECK(marker() == "rootfs");
+    const std::string etc = root.path() + "/etc";
+    REQUIRE(::mount("tmpfs", etc.c_str(), "tmpfs", 0, "size=64k") == 0);
+    std::ofstream(etc + "/marker") << "mounted";
+    CHECK(marker() == "mounted");
+    REQUIRE(::umount2(etc.c_str(), MNT_DETACH) == 0);
+    CHECK(marker() == "rootfs");
+}
+
+// Removing a directory takes whatever is mounted on it out of every mount namespace, the
+// templates' included: a bind's mountpoint made again must get its bind again.
+TEST_CASE("a bind's mountpoint removed and made again on the host still gets the bind") {
+    test::TempRootfs root;
+    auto listing = [&] {
+        isolate::RunSpec spec = test::command({"/bin/ls", "/probe"});
+        spec.rootfs = root.path();
+        auto result = test::sandbox().run(spec);
+        INFO(result.message);
+        REQUIRE(result.status == Status::ok);
+        return result.stdout_data;
+    };
+    const std::string first = listing();
+    CHECK(first.find("sbx-probe") != std::string::npos);
+    std::filesystem::remove(root.path() + "/probe");
+    std::filesystem::create_directory(root.path() + "/probe");
+    CHECK(listing() == first);
+}
+
 TEST_CASE("the mount templates kept stay few when every run has a shape of its own") {
+    // Other than this process's own, which each slot's spawner thread keeps to return to.
     auto mount_namespaces_held = [] {
+        const auto own = std::filesystem::read_symlink("/proc/self/ns/mnt");
         int count = 0;
         for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
             std::error_code ec;
             auto target = std::filesystem::read_symlink(entry.path(), ec);
-            if (!ec && target.string().rfind("mnt:[", 0) == 0) ++count;
+            if (!ec && target.string().rfind("mnt:[", 0) == 0 && target != own) ++count;
         }
         return count;
     };
