@@ -66,10 +66,6 @@ bool mount_dev_shm(const ChildPlan& plan, ChildFailure& failure) noexcept {
                        failure);
 }
 
-}  // namespace
-
-namespace {
-
 bool is_directory(const char* path, dev_t device, ino_t inode) noexcept {
     struct stat st {};
     if (::stat(path, &st) != 0) return false;
