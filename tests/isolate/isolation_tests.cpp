@@ -54,6 +54,15 @@ bool kernel_takes_int80() {
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
+// What `spec` prints when it runs on `rootfs`; the run must end ok.
+std::string output_on(const std::string& rootfs, isolate::RunSpec spec) {
+    spec.rootfs = rootfs;
+    auto result = test::sandbox().run(spec);
+    INFO(result.message);
+    REQUIRE(result.status == Status::ok);
+    return result.stdout_data;
+}
+
 }  // namespace
 
 TEST_CASE("capabilities are empty, NoNewPrivs is 1 and Seccomp is 2 with one filter" *
@@ -231,14 +240,7 @@ TEST_CASE("every run sees the same few mounts and none of the host's, whatever r
 
 TEST_CASE("a rootfs replaced on disk is the one the next run sees") {
     test::TempRootfs root;
-    auto marker = [&] {
-        isolate::RunSpec spec = test::probe({"cat", "/marker"});
-        spec.rootfs = root.path();
-        auto result = test::sandbox().run(spec);
-        INFO(result.message);
-        REQUIRE(result.status == Status::ok);
-        return result.stdout_data;
-    };
+    auto marker = [&] { return output_on(root.path(), test::probe({"cat", "/marker"})); };
     std::ofstream(root.path() + "/marker") << "old";
     CHECK(marker() == "old");
     // Same path, new directory: the shape's mount template still holds the old one.
@@ -252,14 +254,7 @@ TEST_CASE("a rootfs replaced on disk is the one the next run sees") {
 // is in a mount namespace of its own (dev_mounts.h), which stands for the host's here.
 TEST_CASE("a mount made or removed below a rootfs after its first run reaches the next run") {
     test::TempRootfs root;
-    auto marker = [&] {
-        isolate::RunSpec spec = test::probe({"cat", "/etc/marker"});
-        spec.rootfs = root.path();
-        auto result = test::sandbox().run(spec);
-        INFO(result.message);
-        REQUIRE(result.status == Status::ok);
-        return result.stdout_data;
-    };
+    auto marker = [&] { return output_on(root.path(), test::probe({"cat", "/etc/marker"})); };
     std::ofstream(root.path() + "/etc/marker") << "rootfs";
     CHECK(marker() == "rootfs");
     const std::string etc = root.path() + "/etc";
@@ -274,14 +269,7 @@ TEST_CASE("a mount made or removed below a rootfs after its first run reaches th
 // templates' included: a bind's mountpoint made again must get its bind again.
 TEST_CASE("a bind's mountpoint removed and made again on the host still gets the bind") {
     test::TempRootfs root;
-    auto listing = [&] {
-        isolate::RunSpec spec = test::command({"/bin/ls", "/probe"});
-        spec.rootfs = root.path();
-        auto result = test::sandbox().run(spec);
-        INFO(result.message);
-        REQUIRE(result.status == Status::ok);
-        return result.stdout_data;
-    };
+    auto listing = [&] { return output_on(root.path(), test::command({"/bin/ls", "/probe"})); };
     const std::string first = listing();
     CHECK(first.find("sbx-probe") != std::string::npos);
     std::filesystem::remove(root.path() + "/probe");
@@ -377,14 +365,7 @@ TEST_CASE("no run can change /dev for the next run, or the host's device nodes")
 
 TEST_CASE("a rootfs replaced while the sandbox lives gets its /dev at its next run") {
     test::TempRootfs root;
-    auto list_dev = [&] {
-        isolate::RunSpec spec = test::probe({"ls", "/dev"});
-        spec.rootfs = root.path();
-        auto result = test::sandbox().run(spec);
-        INFO(result.message);
-        REQUIRE(result.status == Status::ok);
-        return result.stdout_data;
-    };
+    auto list_dev = [&] { return output_on(root.path(), test::probe({"ls", "/dev"})); };
     const std::string first = list_dev();
     CHECK(first.find("urandom\n") != std::string::npos);
     // The old directory keeps its /dev; the new one has a bare dev/ until its first run.
