@@ -27,8 +27,6 @@ bool mount_host_parts(const ChildPlan& plan, ChildFailure& failure) noexcept;
 // Everything else, then pivot_root into the new root (unless the template's root is the new
 // root already): after switch_user.
 bool mount_sandbox_parts(const ChildPlan& plan, ChildFailure& failure) noexcept;
-// pivot_root into plan.rootfs and detach the old root.
-bool enter_rootfs(const ChildPlan& plan, ChildFailure& failure) noexcept;
 // A mount template's tree (mount_template.h), built as the host's root in a new mount and pid
 // namespace: the host parts, a placeholder proc, then pivot_root.
 bool build_mount_template(const ChildPlan& plan, ChildFailure& failure) noexcept;

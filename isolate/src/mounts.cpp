@@ -53,20 +53,9 @@ bool mount_tmpfs(const char* target, const std::string& options, ChildStep step,
     return true;
 }
 
-// /dev came with the rootfs's recursive bind (dev_mounts.h); only /dev/shm is per run. A
-// rootfs replaced since the supervisor looked would bring a bare /dev: refuse to run on it.
-bool mount_dev_shm(const ChildPlan& plan, ChildFailure& failure) noexcept {
-    struct stat dev {};
-    if (::stat(plan.dev_dir.c_str(), &dev) != 0) return fail(failure, ChildStep::check_dev);
-    if (dev.st_dev != plan.dev_device || dev.st_ino != plan.dev_inode) {
-        errno = ESTALE;
-        return fail(failure, ChildStep::check_dev);
-    }
-    return mount_tmpfs(plan.dev_shm_dir.c_str(), plan.shm_options, ChildStep::mount_dev_shm,
-                       failure);
-}
-
-bool is_directory(const char* path, dev_t device, ino_t inode) noexcept {
+// Whether `path` is the directory (device, inode) the supervisor saw; errno ESTALE if it is
+// another one.
+bool is_same_directory(const char* path, dev_t device, ino_t inode) noexcept {
     struct stat st {};
     if (::stat(path, &st) != 0) return false;
     if (st.st_dev == device && st.st_ino == inode) return true;
@@ -74,15 +63,35 @@ bool is_directory(const char* path, dev_t device, ino_t inode) noexcept {
     return false;
 }
 
+// /dev came with the rootfs's recursive bind (dev_mounts.h); only /dev/shm is per run. A
+// rootfs replaced since the supervisor looked would bring a bare /dev: refuse to run on it.
+bool mount_dev_shm(const ChildPlan& plan, ChildFailure& failure) noexcept {
+    if (!is_same_directory(plan.dev_dir.c_str(), plan.dev_device, plan.dev_inode))
+        return fail(failure, ChildStep::check_dev);
+    return mount_tmpfs(plan.dev_shm_dir.c_str(), plan.shm_options, ChildStep::mount_dev_shm,
+                       failure);
+}
+
+// pivot_root into plan.rootfs and detach the old root.
+bool enter_rootfs(const ChildPlan& plan, ChildFailure& failure) noexcept {
+    // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves no
+    // path back to the host's tree.
+    if (::chdir(plan.rootfs.c_str()) != 0) return fail(failure, ChildStep::pivot_root);
+    if (::syscall(SYS_pivot_root, ".", ".") != 0) return fail(failure, ChildStep::pivot_root);
+    if (::umount2(".", MNT_DETACH) != 0) return fail(failure, ChildStep::detach_old_root);
+    if (::chdir("/") != 0) return fail(failure, ChildStep::detach_old_root);
+    return true;
+}
+
 // The template's copy must hold the rootfs at "/" and each bind's source at its mountpoint:
 // a mountpoint removed or replaced on the host takes its mount out of every namespace, and a
 // pid 1 cloned outside any template would see the host's tree.
 bool check_mount_template(const ChildPlan& plan, ChildFailure& failure) noexcept {
-    if (!is_directory("/", plan.rootfs_device, plan.rootfs_inode))
+    if (!is_same_directory("/", plan.rootfs_device, plan.rootfs_inode))
         return fail(failure, ChildStep::check_mount_template);
     for (std::size_t i = 0; i < plan.binds.size(); ++i) {
         const PlannedBind& bind = plan.binds[i];
-        if (!is_directory(bind.inside.c_str(), bind.source_device, bind.source_inode))
+        if (!is_same_directory(bind.inside.c_str(), bind.source_device, bind.source_inode))
             return fail(failure, ChildStep::check_mount_template, static_cast<int>(i) + 1);
     }
     return true;
@@ -127,16 +136,6 @@ bool mount_sandbox_parts(const ChildPlan& plan, ChildFailure& failure) noexcept 
         return true;
     }
     return enter_rootfs(plan, failure);
-}
-
-bool enter_rootfs(const ChildPlan& plan, ChildFailure& failure) noexcept {
-    // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves no
-    // path back to the host's tree.
-    if (::chdir(plan.rootfs.c_str()) != 0) return fail(failure, ChildStep::pivot_root);
-    if (::syscall(SYS_pivot_root, ".", ".") != 0) return fail(failure, ChildStep::pivot_root);
-    if (::umount2(".", MNT_DETACH) != 0) return fail(failure, ChildStep::detach_old_root);
-    if (::chdir("/") != 0) return fail(failure, ChildStep::detach_old_root);
-    return true;
 }
 
 bool build_mount_template(const ChildPlan& plan, ChildFailure& failure) noexcept {
