@@ -23,6 +23,7 @@
 #include "init_spawner.h"
 #include "isolate/error.h"
 #include "mount_template.h"
+#include "namespace_releaser.h"
 #include "netns_pool.h"
 
 namespace isolate {
@@ -50,6 +51,12 @@ int init_main(void* plan) {
 
 }  // namespace
 
+SandboxProcess::SandboxProcess(pid_t pid, int pidfd, NamespaceReleaser* releaser)
+    : pid_(pid), pidfd_(pidfd), releaser_(releaser) {
+    // clone3 has returned, so pid 1 is in its new mount namespace.
+    if (releaser_) mount_ns_ = NamespaceReleaser::mount_namespace_of(pidfd);
+}
+
 SandboxProcess::~SandboxProcess() {
     if (reaped_) return;
     kill();
@@ -57,6 +64,7 @@ SandboxProcess::~SandboxProcess() {
     while (::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED) != 0 &&
            errno == EINTR) {
     }
+    release_mount_namespace();
 }
 
 void SandboxProcess::kill() noexcept {
@@ -69,6 +77,12 @@ void SandboxProcess::reap() {
         if (errno != EINTR) throw_errno("waitid");
     }
     reaped_ = true;
+    release_mount_namespace();
+}
+
+void SandboxProcess::release_mount_namespace() noexcept {
+    // Every process of the run died with pid 1; this is the namespace's last reference.
+    if (mount_ns_) releaser_->release(std::move(mount_ns_));
 }
 
 PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& shape,
@@ -134,7 +148,8 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& 
         if (pid == 0) run_init(plan);
         if (pid < 0) throw_errno("clone3");
     }
-    process = std::make_unique<SandboxProcess>(static_cast<pid_t>(pid), pidfd);
+    process =
+        std::make_unique<SandboxProcess>(static_cast<pid_t>(pid), pidfd, parts.namespace_releaser);
     child_control.reset();
     stdin_pipe.read_end.reset();
     stdout_pipe.write_end.reset();

@@ -29,6 +29,7 @@ namespace isolate {
 
 class InitSpawner;
 class MountTemplates;
+class NamespaceReleaser;
 
 struct Pipe {
     UniqueFd read_end, write_end;
@@ -37,7 +38,9 @@ struct Pipe {
 // The sandbox's pid 1, as seen from the host. Killed and reaped on every path out.
 class SandboxProcess {
   public:
-    SandboxProcess(pid_t pid, int pidfd) : pid_(pid), pidfd_(pidfd) {}
+    // With a `releaser`, also holds pid 1's mount namespace and hands it there once pid 1 is
+    // reaped, so that pid 1's exit does not wait to free its mounts (namespace_releaser.h).
+    SandboxProcess(pid_t pid, int pidfd, NamespaceReleaser* releaser = nullptr);
     SandboxProcess(const SandboxProcess&) = delete;
     SandboxProcess& operator=(const SandboxProcess&) = delete;
     ~SandboxProcess();
@@ -49,8 +52,12 @@ class SandboxProcess {
     void reap();
 
   private:
+    void release_mount_namespace() noexcept;
+
     pid_t pid_;
     UniqueFd pidfd_;
+    NamespaceReleaser* releaser_;
+    UniqueFd mount_ns_;
     bool reaped_ = false;
 };
 
@@ -64,6 +71,8 @@ struct SandboxParts {
     InitSpawner* init_spawner;  // null: pid 1 is a copy-on-write clone
     // Where pid 1 starts, with an init_spawner (a copy-on-write clone mounts the rootfs itself).
     MountTemplates& mount_templates;
+    // Where finished runs' mount namespaces go; null: pid 1's exit frees its own.
+    NamespaceReleaser* namespace_releaser;
     int last_capability;
     const cpu_set_t* program_cpus;  // null: the program keeps pid 1's CPUs
 };

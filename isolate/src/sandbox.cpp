@@ -37,6 +37,7 @@
 #include "isolate/error.h"
 #include "isolate/seccomp.h"
 #include "mount_template.h"
+#include "namespace_releaser.h"
 #include "netns_pool.h"
 #include "prepared_sandbox.h"
 #include "verdict.h"
@@ -588,6 +589,8 @@ struct SandboxState {
     std::unique_ptr<NetnsPool> netns_pool;
     std::vector<std::unique_ptr<InitSpawner>> init_spawners;  // per slot, made on first use
     MountTemplates mount_templates;
+    // Before the slots, which hand it their runs' mount namespaces as they go.
+    NamespaceReleaser namespace_releaser;
     // With pin_slots: the CPUs this process could use at start, which every program gets,
     // and the one each slot's supervisor thread and pid 1 use (empty: nothing is pinned).
     cpu_set_t program_cpus{};
@@ -644,6 +647,7 @@ struct SandboxState {
                 netns >= 0 ? netns_pool->home() : -1,
                 init_spawner(config, slot_index),
                 mount_templates,
+                &namespace_releaser,
                 last_capability,
                 slot_cpus.empty() ? nullptr : &program_cpus};
     }
@@ -759,6 +763,10 @@ Sandbox::NetnsStats Sandbox::netns_stats() const {
     return {state_->netns_kept.load(), state_->netns_replaced.load(),
             state_->netns_pool ? state_->netns_pool->ready() : 0,
             state_->netns_kept_unix_only.load()};
+}
+
+std::size_t Sandbox::pending_namespace_releases() const {
+    return state_->namespace_releaser.pending();
 }
 
 }  // namespace isolate

@@ -128,6 +128,7 @@ TEST_CASE(
     warm_up.slot = 3;
     REQUIRE(test::sandbox().run(warm_up).status == Status::ok);
     REQUIRE(network_pool_filled());
+    REQUIRE(test::namespaces_released());
     const auto netns_before = test::sandbox().netns_stats();
     std::size_t fds = count_entries("/proc/self/fd");
     const auto fds_before = open_fds();
@@ -151,6 +152,7 @@ TEST_CASE(
     // None of these runs touches the network, so the slot kept its namespace throughout.
     CHECK(test::sandbox().netns_stats().replaced == netns_before.replaced);
     REQUIRE(network_pool_filled());
+    REQUIRE(test::namespaces_released());
     const auto fds_after = open_fds();
     INFO("descriptors only before:", only_in(fds_before, fds_after));
     INFO("descriptors only after:", only_in(fds_after, fds_before));

@@ -2,7 +2,9 @@
 
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <linux/nsfs.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/ipc.h>
 #include <sys/mount.h>
 #include <sys/shm.h>
@@ -277,18 +279,40 @@ TEST_CASE("a bind's mountpoint removed and made again on the host still gets the
     CHECK(listing() == first);
 }
 
+namespace {
+
+// The mount namespaces this process holds, other than its own (which each slot's spawner
+// thread keeps to return to): the mount templates, owned by this process's user namespace,
+// and runs' namespaces, owned by a run's.
+struct HeldMountNamespaces {
+    int templates = 0;
+    int runs = 0;
+};
+
+HeldMountNamespaces held_mount_namespaces() {
+    const auto own = std::filesystem::read_symlink("/proc/self/ns/mnt");
+    struct stat own_user {};
+    REQUIRE(::stat("/proc/self/ns/user", &own_user) == 0);
+    HeldMountNamespaces held;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+        std::error_code ec;
+        auto target = std::filesystem::read_symlink(entry.path(), ec);
+        if (ec || target.string().rfind("mnt:[", 0) != 0 || target == own) continue;
+        const int fd = std::stoi(entry.path().filename().string());
+        const int owner = ::ioctl(fd, NS_GET_USERNS);
+        if (owner < 0) continue;  // closed meanwhile
+        struct stat user {};
+        const bool ours = ::fstat(owner, &user) == 0 && user.st_ino == own_user.st_ino &&
+                          user.st_dev == own_user.st_dev;
+        ::close(owner);
+        ++(ours ? held.templates : held.runs);
+    }
+    return held;
+}
+
+}  // namespace
+
 TEST_CASE("the mount templates kept stay few when every run has a shape of its own") {
-    // Other than this process's own, which each slot's spawner thread keeps to return to.
-    auto mount_namespaces_held = [] {
-        const auto own = std::filesystem::read_symlink("/proc/self/ns/mnt");
-        int count = 0;
-        for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-            std::error_code ec;
-            auto target = std::filesystem::read_symlink(entry.path(), ec);
-            if (!ec && target.string().rfind("mnt:[", 0) == 0 && target != own) ++count;
-        }
-        return count;
-    };
     char dir_template[] = "/var/tmp/sbx-shapes-XXXXXX";
     REQUIRE(::mkdtemp(dir_template) != nullptr);
     const std::filesystem::path base = dir_template;
@@ -305,8 +329,29 @@ TEST_CASE("the mount templates kept stay few when every run has a shape of its o
         REQUIRE(result.status == Status::ok);
         CHECK(result.stdout_data == std::to_string(shape));
     }
-    CHECK(mount_namespaces_held() <= 16);
+    const HeldMountNamespaces held = held_mount_namespaces();
+    CHECK(held.templates > 0);
+    CHECK(held.templates <= 16);
     std::filesystem::remove_all(base);
+}
+
+// A run's mount namespace is held by this process until its pid 1 is reaped, then let go on
+// another thread (namespace_releaser.h). It must be let go: each one keeps the run's /tmp and
+// working directory, with what the run wrote there.
+TEST_CASE("a run's mount namespace is let go once the run is over") {
+    // Other tests' sandboxes, built ahead on other slots, may hold theirs.
+    REQUIRE(test::namespaces_released());
+    const int before = held_mount_namespaces().runs;
+    const auto spec = test::command({"/bin/sh", "-c", "head -c 1048576 /dev/zero > /tmp/fill"});
+    for (int run = 0; run < 40; ++run) {
+        auto result = test::sandbox().run(spec);
+        INFO(result.message);
+        REQUIRE(result.status == Status::ok);
+    }
+    // What the slot may hold besides: its last run's sandbox, pid 1 perhaps still exiting, and
+    // one built ahead.
+    REQUIRE(test::namespaces_released());
+    CHECK(held_mount_namespaces().runs <= before + 2);
 }
 
 TEST_CASE("/dev holds only the harmless devices, and there is no /sys") {

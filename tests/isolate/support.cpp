@@ -7,11 +7,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
+#include <thread>
 
 #include "isolate/seccomp.h"
 #include "seccomp_profile.h"
@@ -83,6 +85,14 @@ bool cgroups_handed_on(const std::string& backend) {
     if (::uname(&u) != 0 || std::sscanf(u.release, "%d.%d", &major, &minor) != 2)
         throw std::runtime_error("cannot read the kernel release");
     return major > 6 || (major == 6 && minor >= 12);
+}
+
+bool namespaces_released() {
+    for (int i = 0; i < 500; ++i) {
+        if (sandbox().pending_namespace_releases() == 0) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
 }
 
 isolate::Sandbox& sandbox() {

@@ -46,6 +46,10 @@ std::string forced_cgroup_backend();
 // runs: v1 always; v2 from Linux 6.12, which can reset memory.peak. From uname, not the library.
 bool cgroups_handed_on(const std::string& backend);
 
+// Waits (up to 5 s) until sandbox() has let go of every finished run's mount namespace, so
+// that descriptors can be counted. False if it never did.
+bool namespaces_released();
+
 // A spec that runs `sbx-probe args...` with the default profile and roomy limits.
 isolate::RunSpec probe(std::vector<std::string> args);
 // A spec that runs a host program such as /usr/bin/sleep.

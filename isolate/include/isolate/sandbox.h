@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 
@@ -81,6 +82,9 @@ class Sandbox {
         std::uint64_t kept_unix_only = 0;
     };
     NetnsStats netns_stats() const;
+
+    // Finished runs' mount namespaces not yet let go (src/namespace_releaser.h).
+    std::size_t pending_namespace_releases() const;
 
     // Moves the calling thread, which makes slot `slot`'s calls, onto the slot's CPU (with
     // pin_slots). False if the kernel refused; the slot then works as before, only slower.

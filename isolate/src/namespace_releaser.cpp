@@ -1,0 +1,79 @@
+#include "namespace_releaser.h"
+
+#include <sys/ioctl.h>
+
+#include <system_error>
+
+#include "isolate/error.h"
+
+namespace isolate {
+namespace {
+
+// <linux/pidfd.h> from Linux 6.11; Debian 12's headers predate it.
+constexpr unsigned long kPidfdGetMntNamespace = _IO(0xFF, 3);
+
+}  // namespace
+
+NamespaceReleaser::NamespaceReleaser() {
+    try {
+        for (std::size_t i = 0; i < kThreads; ++i) threads_.emplace_back([this] { serve(); });
+    } catch (const std::system_error& error) {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        for (std::thread& thread : threads_) thread.join();
+        throw SetupError(std::string("start the namespace releaser: ") + error.what());
+    }
+}
+
+NamespaceReleaser::~NamespaceReleaser() {
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    wake_.notify_all();
+    for (std::thread& thread : threads_) thread.join();
+}
+
+UniqueFd NamespaceReleaser::mount_namespace_of(int pidfd) noexcept {
+    return UniqueFd(::ioctl(pidfd, kPidfdGetMntNamespace, 0));
+}
+
+void NamespaceReleaser::release(UniqueFd ns) noexcept {
+    if (!ns) return;
+    {
+        std::lock_guard lock(mutex_);
+        if (!stopping_ && queue_.size() < kMaxPending) queue_.push_back(std::move(ns));
+    }
+    if (ns) {
+        ns.reset();
+        return;
+    }
+    wake_.notify_one();
+}
+
+std::size_t NamespaceReleaser::pending() const {
+    std::lock_guard lock(mutex_);
+    return queue_.size() + closing_;
+}
+
+void NamespaceReleaser::serve() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+        wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        // Stopping drains the queue first.
+        if (queue_.empty()) return;
+        UniqueFd ns = std::move(queue_.front());
+        queue_.pop_front();
+        ++closing_;
+        lock.unlock();
+        // The last reference: the mounts go, after a grace period, before close returns.
+        ns.reset();
+        lock.lock();
+        --closing_;
+    }
+}
+
+}  // namespace isolate

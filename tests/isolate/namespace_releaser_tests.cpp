@@ -1,0 +1,78 @@
+// The thread that lets go of finished runs' mount namespaces (namespace_releaser.h).
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <linux/nsfs.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <string>
+#include <vector>
+
+#include "namespace_releaser.h"
+
+using isolate::NamespaceReleaser;
+using isolate::UniqueFd;
+
+TEST_CASE("the namespace releaser closes all it is given, at the latest when it goes") {
+    ::signal(SIGPIPE, SIG_IGN);
+    std::vector<UniqueFd> write_ends;
+    {
+        NamespaceReleaser releaser;
+        for (int i = 0; i < 100; ++i) {
+            int fds[2];
+            REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+            write_ends.emplace_back(fds[1]);
+            releaser.release(UniqueFd(fds[0]));
+        }
+        CHECK(releaser.pending() <= NamespaceReleaser::kMaxPending);
+    }
+    // A pipe whose read end is closed refuses writes.
+    for (const UniqueFd& end : write_ends) {
+        CHECK(::write(end.get(), "x", 1) == -1);
+        CHECK(errno == EPIPE);
+    }
+}
+
+TEST_CASE("a process's mount namespace is taken through its pidfd") {
+    int ready[2];
+    REQUIRE(::pipe2(ready, O_CLOEXEC) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        char ok = ::unshare(CLONE_NEWNS) == 0 ? '1' : '0';
+        (void)::write(ready[1], &ok, 1);
+        ::pause();
+        ::_exit(0);
+    }
+    ::close(ready[1]);
+    char ok = 0;
+    REQUIRE(::read(ready[0], &ok, 1) == 1);
+    ::close(ready[0]);
+    CHECK(ok == '1');
+    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, child, 0)));
+    REQUIRE(pidfd);
+    UniqueFd ns = NamespaceReleaser::mount_namespace_of(pidfd.get());
+    if (ns) {
+        struct stat taken {
+        }, child_ns{}, own{};
+        REQUIRE(::fstat(ns.get(), &taken) == 0);
+        REQUIRE(::stat(("/proc/" + std::to_string(child) + "/ns/mnt").c_str(), &child_ns) == 0);
+        REQUIRE(::stat("/proc/self/ns/mnt", &own) == 0);
+        CHECK(taken.st_ino == child_ns.st_ino);
+        CHECK(taken.st_ino != own.st_ino);
+    } else {
+        MESSAGE("PIDFD_GET_MNT_NAMESPACE is not here (Linux < 6.11): pid 1 frees its own");
+    }
+    ::kill(child, SIGKILL);
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    // Its process is gone; the namespace stays for as long as the descriptor holds it.
+    if (ns) CHECK(::ioctl(ns.get(), NS_GET_NSTYPE) == CLONE_NEWNS);
+}
