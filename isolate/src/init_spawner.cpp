@@ -236,7 +236,10 @@ pid_t InitSpawner::spawn(clone_args args, int (*fn)(void*), void* arg, int start
     changed_.notify_all();
     std::uint64_t count;
     while (::read(started_fd, &count, sizeof count) < 0) {
-        if (errno != EINTR) throw_errno("read pid 1's start");
+        // Cannot fail for an eventfd of ours. Throwing here would let the caller close the
+        // network namespace's descriptor while the spawner thread may still be about to
+        // enter it by number, perhaps by then another run's.
+        if (errno != EINTR) std::abort();
     }
     std::lock_guard lock(mutex_);
     // Someone wrote, so nobody needs waking any more. Closed here rather than when clone3
