@@ -49,9 +49,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kReadChunk = 64 * 1024;
 
+// For our ends of the sandbox's pipes, which pipe2 made with no status flag to keep.
 void set_nonblocking(int fd) {
-    int flags = ::fcntl(fd, F_GETFL);
-    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) throw_errno("fcntl O_NONBLOCK");
+    if (::fcntl(fd, F_SETFL, O_NONBLOCK) != 0) throw_errno("fcntl O_NONBLOCK");
 }
 
 // steady_clock is CLOCK_MONOTONIC, which the sandbox shares (it has no time namespace).
@@ -215,10 +215,12 @@ void Supervisor::start() {
     phase_timer_ = make_timer();
     cpu_timer_ = make_timer();
     arm_timer(phase_timer_.get(), std::chrono::milliseconds(config_.setup_timeout_ms));
-    set_nonblocking(stdin_.write_end.get());
+    if (spec_.stdin_data.empty())
+        stdin_.write_end.reset();
+    else
+        set_nonblocking(stdin_.write_end.get());
     set_nonblocking(stdout_.read_end.get());
     set_nonblocking(stderr_.read_end.get());
-    if (spec_.stdin_data.empty()) stdin_.write_end.reset();
     // Built ahead: wait_until_ready took the listener from `ready`.
     if (box_.listener) adopt_listener(std::move(box_.listener));
     if (box_.started()) return;
