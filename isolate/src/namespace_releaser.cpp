@@ -15,6 +15,8 @@ constexpr unsigned long kPidfdGetMntNamespace = _IO(0xFF, 3);
 }  // namespace
 
 NamespaceReleaser::NamespaceReleaser() {
+    // So that release(), which must not throw, never allocates.
+    queue_.reserve(kMaxPending);
     try {
         for (std::size_t i = 0; i < kThreads; ++i) threads_.emplace_back([this] { serve(); });
     } catch (const std::system_error& error) {
@@ -65,8 +67,9 @@ void NamespaceReleaser::serve() {
         wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
         // Stopping drains the queue first.
         if (queue_.empty()) return;
-        UniqueFd ns = std::move(queue_.front());
-        queue_.pop_front();
+        // The order does not matter: each waits for its own grace period.
+        UniqueFd ns = std::move(queue_.back());
+        queue_.pop_back();
         ++closing_;
         lock.unlock();
         // The last reference: the mounts go, after a grace period, before close returns.

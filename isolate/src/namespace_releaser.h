@@ -18,7 +18,6 @@
 
 #include <condition_variable>
 #include <cstddef>
-#include <deque>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -57,8 +56,8 @@ class NamespaceReleaser {
 
     mutable std::mutex mutex_;
     std::condition_variable wake_;
-    std::deque<UniqueFd> queue_;
-    std::size_t closing_ = 0;  // taken off the queue, not yet closed
+    std::vector<UniqueFd> queue_;  // never beyond its reserved kMaxPending
+    std::size_t closing_ = 0;      // taken off the queue, not yet closed
     bool stopping_ = false;
     std::vector<std::thread> threads_;
 };
