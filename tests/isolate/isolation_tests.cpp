@@ -338,7 +338,7 @@ TEST_CASE("the mount templates kept stay few when every run has a shape of its o
 // A run's mount namespace is held by this process until its pid 1 is reaped, then let go on
 // another thread (namespace_releaser.h). It must be let go: each one keeps the run's /tmp and
 // working directory, with what the run wrote there.
-TEST_CASE("a run's mount namespace is let go once the run is over") {
+TEST_CASE("a run's mount namespace is let go once the run is over" * doctest::test_suite("vm")) {
     // Other tests' sandboxes, built ahead on other slots, may hold theirs.
     REQUIRE(test::namespaces_released());
     const int before = held_mount_namespaces().runs;

@@ -40,7 +40,7 @@ TEST_CASE("the namespace releaser closes all it is given, at the latest when it 
     }
 }
 
-TEST_CASE("a process's mount namespace is taken through its pidfd") {
+TEST_CASE("a process's mount namespace is taken through its pidfd" * doctest::test_suite("vm")) {
     int ready[2];
     REQUIRE(::pipe2(ready, O_CLOEXEC) == 0);
     const pid_t child = ::fork();
