@@ -2,7 +2,7 @@
 
 #include <sys/ioctl.h>
 
-#include <system_error>
+#include <exception>
 
 #include "isolate/error.h"
 
@@ -17,9 +17,10 @@ constexpr unsigned long kPidfdGetMntNamespace = _IO(0xFF, 3);
 NamespaceReleaser::NamespaceReleaser() {
     // So that release(), which must not throw, never allocates.
     queue_.reserve(kMaxPending);
+    threads_.reserve(kThreads);
     try {
         for (std::size_t i = 0; i < kThreads; ++i) threads_.emplace_back([this] { serve(); });
-    } catch (const std::system_error& error) {
+    } catch (const std::exception& error) {
         {
             std::lock_guard lock(mutex_);
             stopping_ = true;
@@ -67,9 +68,9 @@ void NamespaceReleaser::serve() {
         wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
         // Stopping drains the queue first.
         if (queue_.empty()) return;
-        // The order does not matter: each waits for its own grace period.
-        UniqueFd ns = std::move(queue_.back());
-        queue_.pop_back();
+        // Oldest first: each holds its run's files until it goes. At most kMaxPending to move.
+        UniqueFd ns = std::move(queue_.front());
+        queue_.erase(queue_.begin());
         ++closing_;
         lock.unlock();
         // The last reference: the mounts go, after a grace period, before close returns.

@@ -12,9 +12,12 @@
 // So each sandbox also holds its mount namespace by a descriptor, taken from pid 1's pidfd
 // right after clone3, and once pid 1 is reaped the descriptor comes here. pid 1's exit then
 // frees no mounts and the slot goes straight on. Nothing can use the namespace meanwhile:
-// every process of the run is dead by then (they die with pid 1's pid namespace), and only
-// this process holds the descriptor, which it never enters. Several threads close in
-// parallel so that their waits share grace periods.
+// every process of the run is dead by then (they die with pid 1's pid namespace), and this
+// process, which never enters it, holds the descriptor; so, briefly, does any pid 1 cloned
+// meanwhile with a copy of our descriptor table, until it closes what it inherited before it
+// runs anything else. If that copy goes last, that pid 1 waits for the grace period during
+// its setup: rare, and off the request's path for a sandbox built ahead. Several threads
+// close in parallel so that their waits share grace periods.
 
 #include <condition_variable>
 #include <cstddef>
@@ -36,8 +39,8 @@ class NamespaceReleaser {
     NamespaceReleaser& operator=(const NamespaceReleaser&) = delete;
 
     // pid 1's mount namespace, by its pidfd (PIDFD_GET_MNT_NAMESPACE, Linux 6.11). Empty if
-    // the kernel cannot give it (older kernels, a pid 1 already gone): pid 1's exit frees it
-    // then, as it always did.
+    // the kernel cannot give it (older kernels, a pid 1 already gone, a caller that may not
+    // ptrace it): pid 1's exit frees it then, as it always did.
     static UniqueFd mount_namespace_of(int pidfd) noexcept;
 
     // Closes `ns` on one of this object's threads. With kMaxPending already waiting (the
@@ -56,7 +59,7 @@ class NamespaceReleaser {
 
     mutable std::mutex mutex_;
     std::condition_variable wake_;
-    std::vector<UniqueFd> queue_;  // never beyond its reserved kMaxPending
+    std::vector<UniqueFd> queue_;  // oldest first; never beyond its reserved kMaxPending
     std::size_t closing_ = 0;      // taken off the queue, not yet closed
     bool stopping_ = false;
     std::vector<std::thread> threads_;

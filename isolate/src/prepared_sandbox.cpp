@@ -53,7 +53,7 @@ int init_main(void* plan) {
 
 SandboxProcess::SandboxProcess(pid_t pid, int pidfd, NamespaceReleaser* releaser)
     : pid_(pid), pidfd_(pidfd), releaser_(releaser) {
-    // clone3 has returned, so pid 1 is in its new mount namespace.
+    // pid 1 has started, so it is in its new mount namespace.
     if (releaser_) mount_ns_ = NamespaceReleaser::mount_namespace_of(pidfd);
 }
 
@@ -81,7 +81,7 @@ void SandboxProcess::reap() {
 }
 
 void SandboxProcess::release_mount_namespace() noexcept {
-    // Every process of the run died with pid 1; this is the namespace's last reference.
+    // Every process of the run died with pid 1, so no process of the run holds it any more.
     if (mount_ns_) releaser_->release(std::move(mount_ns_));
 }
 

@@ -77,14 +77,17 @@ std::string forced_cgroup_backend() {
     return value ? value : "";
 }
 
-bool cgroups_handed_on(const std::string& backend) {
-    if (backend == "v1") return true;
+bool kernel_at_least(int major, int minor) {
     struct utsname u {};
-    int major = 0;
-    int minor = 0;
-    if (::uname(&u) != 0 || std::sscanf(u.release, "%d.%d", &major, &minor) != 2)
+    int running_major = 0;
+    int running_minor = 0;
+    if (::uname(&u) != 0 || std::sscanf(u.release, "%d.%d", &running_major, &running_minor) != 2)
         throw std::runtime_error("cannot read the kernel release");
-    return major > 6 || (major == 6 && minor >= 12);
+    return running_major > major || (running_major == major && running_minor >= minor);
+}
+
+bool cgroups_handed_on(const std::string& backend) {
+    return backend == "v1" || kernel_at_least(6, 12);
 }
 
 bool namespaces_released() {

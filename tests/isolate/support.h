@@ -42,6 +42,8 @@ const std::string& cgroup_subtree();
 // SBX_CGROUP_BACKEND ("v1", "v2" or unset): the backend every test must use. scripts/vm-test
 // sets v2 so that nothing can quietly fall back to another backend.
 std::string forced_cgroup_backend();
+// Whether the running kernel is at least major.minor (from uname).
+bool kernel_at_least(int major, int minor);
 // Whether a backend called `backend` ("v1", "v2") must hand a clean run's cgroups on to later
 // runs: v1 always; v2 from Linux 6.12, which can reset memory.peak. From uname, not the library.
 bool cgroups_handed_on(const std::string& backend);
