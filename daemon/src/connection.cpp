@@ -71,6 +71,13 @@ json netns_stats(const isolate::Sandbox& sandbox) {
             {"kept_unix_only", stats.kept_unix_only}};
 }
 
+json mount_namespace_stats(const isolate::Sandbox& sandbox) {
+    auto stats = sandbox.mount_namespace_stats();
+    return {{"released", stats.released},
+            {"closed_by_slot", stats.closed_by_slot},
+            {"freed_by_pid1", stats.freed_by_pid1}};
+}
+
 json cgroup_reuse_stats(const isolate::Sandbox& sandbox) {
     auto stats = sandbox.cgroups().reuse_stats();
     return {{"made", stats.made}, {"reused", stats.reused}};
@@ -94,6 +101,7 @@ json stats_body(const DaemonServices& services, std::size_t connections) {
             {"compile_cache", compile_cache_stats(services.compile_cache)},
             {"prepared_sandboxes", prepared_stats(services.sandbox)},
             {"network_namespaces", netns_stats(services.sandbox)},
+            {"mount_namespaces", mount_namespace_stats(services.sandbox)},
             {"cgroup_reuse", cgroup_reuse_stats(services.sandbox)},
             {"version", SANDBOXD_VERSION}};
 }

@@ -48,7 +48,10 @@ void NamespaceReleaser::release(UniqueFd ns) noexcept {
     if (!ns) return;
     {
         std::lock_guard lock(mutex_);
-        if (!stopping_ && queue_.size() < kMaxPending) queue_.push_back(std::move(ns));
+        if (!stopping_ && queue_.size() < kMaxPending)
+            queue_.push_back(std::move(ns));
+        else
+            ++closed_by_caller_;
     }
     if (ns) {
         ns.reset();
@@ -57,9 +60,14 @@ void NamespaceReleaser::release(UniqueFd ns) noexcept {
     wake_.notify_one();
 }
 
-std::size_t NamespaceReleaser::pending() const {
+void NamespaceReleaser::count_not_held() noexcept {
     std::lock_guard lock(mutex_);
-    return queue_.size() + closing_;
+    ++not_held_;
+}
+
+NamespaceReleaser::Stats NamespaceReleaser::stats() const {
+    std::lock_guard lock(mutex_);
+    return {released_, closed_by_caller_, not_held_, queue_.size() + closing_};
 }
 
 void NamespaceReleaser::serve() {
@@ -77,6 +85,7 @@ void NamespaceReleaser::serve() {
         ns.reset();
         lock.lock();
         --closing_;
+        ++released_;
     }
 }
 

@@ -21,6 +21,7 @@
 
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -48,8 +49,17 @@ class NamespaceReleaser {
     // with the mounts and files it keeps, stays bounded.
     void release(UniqueFd ns) noexcept;
 
-    // How many wait to be closed; for tests.
-    std::size_t pending() const;
+    // Counts a pid 1 whose namespace the kernel would not give (mount_namespace_of), which
+    // its exit frees then.
+    void count_not_held() noexcept;
+
+    struct Stats {
+        std::uint64_t released = 0;          // closed on this object's threads
+        std::uint64_t closed_by_caller = 0;  // closed in release(), the backlog being full
+        std::uint64_t not_held = 0;          // count_not_held()
+        std::size_t pending = 0;             // queued or being closed
+    };
+    Stats stats() const;
 
     static constexpr std::size_t kThreads = 2;
     static constexpr std::size_t kMaxPending = 64;
@@ -61,6 +71,7 @@ class NamespaceReleaser {
     std::condition_variable wake_;
     std::vector<UniqueFd> queue_;  // oldest first; never beyond its reserved kMaxPending
     std::size_t closing_ = 0;      // taken off the queue, not yet closed
+    std::uint64_t released_ = 0, closed_by_caller_ = 0, not_held_ = 0;
     bool stopping_ = false;
     std::vector<std::thread> threads_;
 };

@@ -54,7 +54,10 @@ int init_main(void* plan) {
 SandboxProcess::SandboxProcess(pid_t pid, int pidfd, NamespaceReleaser* releaser)
     : pid_(pid), pidfd_(pidfd), releaser_(releaser) {
     // pid 1 has started, so it is in its new mount namespace.
-    if (releaser_) mount_ns_ = NamespaceReleaser::mount_namespace_of(pidfd);
+    if (releaser_) {
+        mount_ns_ = NamespaceReleaser::mount_namespace_of(pidfd);
+        if (!mount_ns_) releaser_->count_not_held();
+    }
 }
 
 SandboxProcess::~SandboxProcess() {

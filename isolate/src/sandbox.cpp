@@ -767,8 +767,9 @@ Sandbox::NetnsStats Sandbox::netns_stats() const {
             state_->netns_kept_unix_only.load()};
 }
 
-std::size_t Sandbox::pending_namespace_releases() const {
-    return state_->namespace_releaser.pending();
+Sandbox::MountNamespaceStats Sandbox::mount_namespace_stats() const {
+    const NamespaceReleaser::Stats stats = state_->namespace_releaser.stats();
+    return {stats.released, stats.closed_by_caller, stats.not_held, stats.pending};
 }
 
 }  // namespace isolate

@@ -103,6 +103,27 @@ TEST_CASE("stats reports slots, queue, completed runs and the cgroup backend" *
         5s));
 }
 
+// Each run's mount namespace is freed by the daemon's releaser threads where the kernel
+// gives it a descriptor (Linux 6.11), else by pid 1's exit (docs/sandbox.md).
+TEST_CASE("stats says how finished runs' mount namespaces were freed" * doctest::test_suite("vm")) {
+    Client client(shared_daemon().socket());
+    auto freed = [](const Json& stats) {
+        const Json& ns = stats["mount_namespaces"];
+        return ns["released"].get<int>() + ns["closed_by_slot"].get<int>() +
+               ns["freed_by_pid1"].get<int>();
+    };
+    const Json before = client.call({{"op", "stats"}});
+    REQUIRE(before["mount_namespaces"].is_object());
+    for (int run = 0; run < 4; ++run)
+        REQUIRE(client.call(execute("bash", "true"))["status"] == "ok");
+    // The last run's may still be held by its slot until the slot builds its next sandbox.
+    CHECK(eventually(
+        [&] {
+            return freed(client.call({{"op", "stats"}})) >= freed(before) + 3;
+        },
+        5s));
+}
+
 TEST_CASE("execute python: stdout, stdin, args, env and files" * doctest::test_suite("vm")) {
     Client client(shared_daemon().socket());
     Json response = client.call(

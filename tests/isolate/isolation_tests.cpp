@@ -344,6 +344,7 @@ TEST_CASE("a run's mount namespace is let go once the run is over" * doctest::te
     // Sandboxes of other tests, built ahead and still waiting, hold theirs.
     REQUIRE(test::namespaces_released());
     const int before = held_mount_namespaces().runs;
+    const auto stats_before = test::sandbox().mount_namespace_stats();
     if (test::kernel_at_least(6, 11)) {
         // While a run lives, this process holds its mount namespace.
         auto sleeper = test::command({"/bin/sleep", "1"});
@@ -365,6 +366,14 @@ TEST_CASE("a run's mount namespace is let go once the run is over" * doctest::te
     }
     REQUIRE(test::namespaces_released());
     CHECK(held_mount_namespaces().runs <= before);
+    const auto after = test::sandbox().mount_namespace_stats();
+    if (test::kernel_at_least(6, 11)) {
+        CHECK(after.released + after.closed_by_slot >=
+              stats_before.released + stats_before.closed_by_slot + 40);
+        CHECK(after.freed_by_pid1 == stats_before.freed_by_pid1);
+    } else {
+        CHECK(after.freed_by_pid1 >= stats_before.freed_by_pid1 + 40);
+    }
 }
 
 TEST_CASE("/dev holds only the harmless devices, and there is no /sys") {

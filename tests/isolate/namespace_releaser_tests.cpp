@@ -33,7 +33,9 @@ TEST_CASE("the namespace releaser closes all it is given, at the latest when it 
             releaser.release(UniqueFd(fds[0]));
         }
         // Queued, and being closed.
-        CHECK(releaser.pending() <= NamespaceReleaser::kMaxPending + NamespaceReleaser::kThreads);
+        const NamespaceReleaser::Stats stats = releaser.stats();
+        CHECK(stats.pending <= NamespaceReleaser::kMaxPending + NamespaceReleaser::kThreads);
+        CHECK(stats.released + stats.closed_by_caller + stats.pending == 100);
     }
     // A pipe whose read end is closed refuses writes.
     for (const UniqueFd& end : write_ends) {

@@ -92,7 +92,7 @@ bool cgroups_handed_on(const std::string& backend) {
 
 bool namespaces_released() {
     for (int i = 0; i < 500; ++i) {
-        if (sandbox().pending_namespace_releases() == 0) return true;
+        if (sandbox().mount_namespace_stats().pending == 0) return true;
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return false;

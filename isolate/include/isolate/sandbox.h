@@ -83,8 +83,14 @@ class Sandbox {
     };
     NetnsStats netns_stats() const;
 
-    // Finished runs' mount namespaces not yet let go (src/namespace_releaser.h).
-    std::size_t pending_namespace_releases() const;
+    // How finished runs' mount namespaces were freed (src/namespace_releaser.h).
+    struct MountNamespaceStats {
+        std::uint64_t released = 0;        // by the releaser's threads, off the slot's path
+        std::uint64_t closed_by_slot = 0;  // by the slot, with the releaser's backlog full
+        std::uint64_t freed_by_pid1 = 0;   // by pid 1's exit: the kernel gave no descriptor
+        std::size_t pending = 0;           // handed to the releaser, not yet closed
+    };
+    MountNamespaceStats mount_namespace_stats() const;
 
     // Moves the calling thread, which makes slot `slot`'s calls, onto the slot's CPU (with
     // pin_slots). False if the kernel refused; the slot then works as before, only slower.
