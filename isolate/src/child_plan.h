@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "directory_identity.h"
 #include "isolate/run_spec.h"
 
 namespace isolate {
@@ -26,8 +27,9 @@ struct PlannedBind {
     std::string target;  // host path of the mountpoint below the rootfs
     std::string inside;  // the mountpoint's path inside
     // The source directory, which a pid 1 started in a mount template must find at `inside`.
-    dev_t source_device = 0;
-    ino_t source_inode = 0;
+    DirectoryIdentity source_identity;
+    // The mountpoint, which a mount template holds the bind on.
+    DirectoryIdentity target_identity;
 };
 
 struct PlannedFile {
@@ -57,14 +59,14 @@ struct ChildPlan {
     bool in_mount_template = false;
     std::string rootfs;
     // The rootfs directory, which a pid 1 started in a mount template must find at "/".
-    dev_t rootfs_device = 0;
-    ino_t rootfs_inode = 0;
+    DirectoryIdentity rootfs_identity;
     std::string proc_dir, proc_sys_dir, dev_dir, dev_shm_dir, tmp_dir, work_dir;
+    // The rootfs's /proc, which a mount template holds its placeholder proc on.
+    DirectoryIdentity proc_identity;
     std::vector<PlannedBind> binds;
     // What dev_dir must show: the /dev this process mounted there (dev_mounts.h), which the
     // rootfs's recursive bind carries along.
-    dev_t dev_device = 0;
-    ino_t dev_inode = 0;
+    DirectoryIdentity dev_identity;
     std::string shm_options, tmp_options, work_options;
 
     // Inside the new root.

@@ -94,12 +94,12 @@ DevMounts& DevMounts::instance() {
     return mounts;
 }
 
-DevMounts::Identity DevMounts::equip(const std::string& dev_dir) {
+DirectoryIdentity DevMounts::equip(const std::string& dev_dir) {
     std::lock_guard lock(mutex_);
     struct stat now {};
     if (::lstat(dev_dir.c_str(), &now) != 0) throw_errno("stat " + dev_dir);
     if (auto it = mounted_.find(dev_dir); it != mounted_.end()) {
-        if (it->second.device == now.st_dev && it->second.inode == now.st_ino) return it->second;
+        if (it->second == DirectoryIdentity::of(now)) return it->second;
         mounted_.erase(it);  // the rootfs was replaced: its new /dev is a plain directory
     }
     if (!S_ISDIR(now.st_mode)) throw SetupError(dev_dir + " is not a directory");
@@ -128,7 +128,7 @@ DevMounts::Identity DevMounts::equip(const std::string& dev_dir) {
         throw_errno("remount " + dev_dir + " read-only");
 
     rollback.keep();
-    Identity identity{mounted.st_dev, mounted.st_ino};
+    const DirectoryIdentity identity = DirectoryIdentity::of(mounted);
     mounted_[dev_dir] = identity;
     return identity;
 }

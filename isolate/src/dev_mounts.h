@@ -19,6 +19,8 @@
 #include <mutex>
 #include <string>
 
+#include "directory_identity.h"
+
 namespace isolate {
 
 // Moves this process into a mount namespace of its own, a slave of the one it was in: the
@@ -33,15 +35,11 @@ class DevMounts {
     // Enters this process's own mount namespace on first use.
     static DevMounts& instance();
 
-    struct Identity {
-        dev_t device = 0;
-        ino_t inode = 0;
-    };
     // Makes `dev_dir`, a rootfs's /dev (an absolute host path, no symlinks), show the
     // sandbox's /dev, unless it already does: the first run on a rootfs, or on one replaced
     // since, mounts it. Returns what the sandbox must find there (pid 1 checks). Thread-safe.
     // Throws SetupError; a failed mount leaves nothing behind.
-    Identity equip(const std::string& dev_dir);
+    DirectoryIdentity equip(const std::string& dev_dir);
     // While the lock lives, no /dev is half built: a copy of this mount namespace made then
     // has every one read-only.
     std::unique_lock<std::mutex> hold_steady() { return std::unique_lock(mutex_); }
@@ -50,7 +48,7 @@ class DevMounts {
     DevMounts();
 
     std::mutex mutex_;
-    std::map<std::string, Identity> mounted_;
+    std::map<std::string, DirectoryIdentity> mounted_;
 };
 
 }  // namespace isolate

@@ -5,7 +5,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -146,19 +145,12 @@ bool MountTemplates::mount_table_changed() const noexcept {
 }
 
 std::shared_ptr<const UniqueFd> MountTemplates::get(const ChildPlan& plan) {
-    Identities identities;
-    auto identify = [&identities](const std::string& path) {
-        struct stat st {};
-        if (::stat(path.c_str(), &st) != 0) throw_errno("stat " + path);
-        identities.emplace_back(st.st_dev, st.st_ino);
-    };
-    identities.emplace_back(plan.rootfs_device, plan.rootfs_inode);
-    identities.emplace_back(plan.dev_device, plan.dev_inode);
-    // A mountpoint removed or replaced takes its mount out of the template.
-    identify(plan.proc_dir);
+    // As make_sandbox_plan found them. A mountpoint removed or replaced takes its mount out
+    // of the template.
+    Identities identities{plan.rootfs_identity, plan.dev_identity, plan.proc_identity};
     for (const PlannedBind& bind : plan.binds) {
-        identities.emplace_back(bind.source_device, bind.source_inode);
-        identify(bind.target);
+        identities.push_back(bind.source_identity);
+        identities.push_back(bind.target_identity);
     }
 
     std::string shape = shape_key(plan);

@@ -44,9 +44,9 @@ class MountTemplates {
   private:
     bool mount_table_changed() const noexcept;
 
-    // The directories a template holds, by device and inode: the rootfs, its /dev, its /proc,
-    // then each bind's source and mountpoint.
-    using Identities = std::vector<std::pair<dev_t, ino_t>>;
+    // The directories a template holds: the rootfs, its /dev, its /proc, then each bind's
+    // source and mountpoint.
+    using Identities = std::vector<DirectoryIdentity>;
     struct Template {
         std::string shape;
         Identities identities;

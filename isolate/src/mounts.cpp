@@ -53,12 +53,11 @@ bool mount_tmpfs(const char* target, const std::string& options, ChildStep step,
     return true;
 }
 
-// Whether `path` is the directory (device, inode) the supervisor saw; errno ESTALE if it is
-// another one.
-bool is_same_directory(const char* path, dev_t device, ino_t inode) noexcept {
+// Whether `path` is the directory the supervisor saw; errno ESTALE if it is another one.
+bool is_same_directory(const char* path, const DirectoryIdentity& seen) noexcept {
     struct stat st {};
     if (::stat(path, &st) != 0) return false;
-    if (st.st_dev == device && st.st_ino == inode) return true;
+    if (DirectoryIdentity::of(st) == seen) return true;
     errno = ESTALE;
     return false;
 }
@@ -66,7 +65,7 @@ bool is_same_directory(const char* path, dev_t device, ino_t inode) noexcept {
 // /dev came with the rootfs's recursive bind (dev_mounts.h); only /dev/shm is per run. A
 // rootfs replaced since the supervisor looked would bring a bare /dev: refuse to run on it.
 bool mount_dev_shm(const ChildPlan& plan, ChildFailure& failure) noexcept {
-    if (!is_same_directory(plan.dev_dir.c_str(), plan.dev_device, plan.dev_inode))
+    if (!is_same_directory(plan.dev_dir.c_str(), plan.dev_identity))
         return fail(failure, ChildStep::check_dev);
     return mount_tmpfs(plan.dev_shm_dir.c_str(), plan.shm_options, ChildStep::mount_dev_shm,
                        failure);
@@ -87,11 +86,11 @@ bool enter_rootfs(const ChildPlan& plan, ChildFailure& failure) noexcept {
 // a mountpoint removed or replaced on the host takes its mount out of every namespace, and a
 // pid 1 cloned outside any template would see the host's tree.
 bool check_mount_template(const ChildPlan& plan, ChildFailure& failure) noexcept {
-    if (!is_same_directory("/", plan.rootfs_device, plan.rootfs_inode))
+    if (!is_same_directory("/", plan.rootfs_identity))
         return fail(failure, ChildStep::check_mount_template);
     for (std::size_t i = 0; i < plan.binds.size(); ++i) {
         const PlannedBind& bind = plan.binds[i];
-        if (!is_same_directory(bind.inside.c_str(), bind.source_device, bind.source_inode))
+        if (!is_same_directory(bind.inside.c_str(), bind.source_identity))
             return fail(failure, ChildStep::check_mount_template, static_cast<int>(i) + 1);
     }
     return true;

@@ -37,7 +37,8 @@ void require_contained_path(const std::string& path, const char* what) {
 
 // The mountpoint must be a real directory of the rootfs: a symlink there could point the
 // mount at a host path.
-std::string require_directory(const std::string& rootfs, const std::string& inside) {
+std::string require_directory(const std::string& rootfs, const std::string& inside,
+                              DirectoryIdentity* identity = nullptr) {
     std::string host = rootfs;
     std::size_t start = 1;
     while (start < inside.size()) {
@@ -51,6 +52,7 @@ std::string require_directory(const std::string& rootfs, const std::string& insi
         if (::lstat(host.c_str(), &st) != 0) throw_errno("rootfs lacks the directory " + inside);
         if (!S_ISDIR(st.st_mode))
             throw SetupError("rootfs " + rootfs + ": " + inside + " is not a directory");
+        if (identity) *identity = DirectoryIdentity::of(st);
         start = end + 1;
     }
     return host;
@@ -97,10 +99,9 @@ ChildPlan make_sandbox_plan(const SandboxShape& shape, uid_t inside_id, int last
     if (plan.rootfs == "/") throw SetupError("the host's / cannot be a rootfs");
     struct stat root {};
     if (::stat(plan.rootfs.c_str(), &root) != 0) throw_errno("stat rootfs " + plan.rootfs);
-    plan.rootfs_device = root.st_dev;
-    plan.rootfs_inode = root.st_ino;
+    plan.rootfs_identity = DirectoryIdentity::of(root);
 
-    plan.proc_dir = require_directory(plan.rootfs, "/proc");
+    plan.proc_dir = require_directory(plan.rootfs, "/proc", &plan.proc_identity);
     plan.proc_sys_dir = plan.proc_dir + "/sys";
     plan.dev_dir = require_directory(plan.rootfs, "/dev");
     plan.dev_shm_dir = plan.dev_dir + "/shm";
@@ -115,8 +116,9 @@ ChildPlan make_sandbox_plan(const SandboxShape& shape, uid_t inside_id, int last
             throw SetupError("bind target must be an absolute path below /: " + bind.target);
         struct stat st {};
         if (::stat(source.c_str(), &st) != 0) throw_errno("bind source " + source.string());
-        plan.binds.push_back({source.string(), require_directory(plan.rootfs, bind.target),
-                              bind.target, st.st_dev, st.st_ino});
+        PlannedBind planned{source.string(), "", bind.target, DirectoryIdentity::of(st), {}};
+        planned.target = require_directory(plan.rootfs, bind.target, &planned.target_identity);
+        plan.binds.push_back(std::move(planned));
     }
 
     plan.shm_options = tmpfs_options(shape.tmpfs_bytes, "1777");

@@ -92,9 +92,7 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& 
                                  unsigned slot, const RunSpec* program, std::string run_name)
     : shape_(shape) {
     plan = make_sandbox_plan(shape, parts.config.inside_uid, parts.last_capability);
-    const DevMounts::Identity dev = DevMounts::instance().equip(plan.dev_dir);
-    plan.dev_device = dev.device;
-    plan.dev_inode = dev.inode;
+    plan.dev_identity = DevMounts::instance().equip(plan.dev_dir);
     plan.program_cpus = parts.program_cpus;
     std::shared_ptr<const UniqueFd> mount_template;
     if (parts.init_spawner) {
