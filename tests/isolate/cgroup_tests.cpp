@@ -420,6 +420,52 @@ TEST_CASE("cgroup pids limit 5 makes the 6th task's fork fail") {
         CHECK(run->usage().tasks_peak == 5);
 }
 
+TEST_CASE(
+    "cgroup control files: one read gives a value whole, a task list's first read says empty") {
+    TestBackend t;
+    auto run = t.backend->create("reads", {.memory_bytes = 64 * kMiB, .max_tasks = 8});
+    const auto dirs = subtree_dirs(t.subtree);
+    REQUIRE_FALSE(dirs.empty());
+    auto task_list_empty = [](const stdfs::path& dir) {
+        isolate::UniqueFd procs(::open((dir / "cgroup.procs").c_str(), O_RDONLY | O_CLOEXEC));
+        REQUIRE(procs.valid());
+        bool empty = false;
+        REQUIRE(cg::fs::try_task_list_empty(procs.get(), &empty) == 0);
+        return empty;
+    };
+    for (const auto& dir : dirs) {
+        CAPTURE(dir);
+        CHECK(task_list_empty(dir / run->name()));
+        // A multi-line value (v2) and a one-line one (v1 hierarchies), read as cat reads them.
+        const auto file =
+            dir / run->name() / (t.backend->name() == "v2" ? "cgroup.stat" : "notify_on_release");
+        isolate::UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+        REQUIRE(fd.valid());
+        std::string value;
+        REQUIRE(cg::fs::try_pread_value(fd.get(), value) == 0);
+        CHECK(value == read_text(file));
+        CHECK_FALSE(value.empty());
+    }
+    Child child([] { return ::pause(); });  // never released: it waits where it started
+    run->attach(child.pid());
+    for (const auto& dir : dirs) CHECK_FALSE(task_list_empty(dir / run->name()));
+    run->kill_all();
+    CHECK(killed_by_sigkill(child.wait()));
+    for (const auto& dir : dirs) CHECK(task_list_empty(dir / run->name()));
+
+    // Content longer than one read's buffer is read on to its end.
+    const std::string long_text(10000, 'x');
+    char path[] = "/tmp/sbx-test-long-XXXXXX";
+    isolate::UniqueFd file(::mkstemp(path));
+    REQUIRE(file.valid());
+    ::unlink(path);
+    REQUIRE(::write(file.get(), long_text.data(), long_text.size()) ==
+            static_cast<ssize_t>(long_text.size()));
+    std::string read_back;
+    REQUIRE(cg::fs::try_pread_value(file.get(), read_back) == 0);
+    CHECK(read_back == long_text);
+}
+
 TEST_CASE("cgroup kill_all kills a child that sleeps forever, and its children") {
     TestBackend t;
     auto run = t.backend->create("kill", {.memory_bytes = 256 * kMiB, .max_tasks = 16});

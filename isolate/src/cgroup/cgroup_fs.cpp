@@ -152,6 +152,32 @@ int try_pread_all(int fd, std::string& out) {
     }
 }
 
+int try_pread_value(int fd, std::string& out) {
+    out.clear();
+    char buf[4096];
+    ssize_t n;
+    do {
+        n = ::pread(fd, buf, sizeof buf, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return errno;
+    if (static_cast<std::size_t>(n) < sizeof buf) {
+        out.assign(buf, static_cast<std::size_t>(n));
+        return 0;
+    }
+    return try_pread_all(fd, out);
+}
+
+int try_task_list_empty(int fd, bool* empty) noexcept {
+    char byte;
+    ssize_t n;
+    do {
+        n = ::pread(fd, &byte, 1, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return errno;
+    *empty = n == 0;
+    return 0;
+}
+
 int try_read_file_at(int dirfd, const char* name, std::string& out) {
     UniqueFd fd = open_file_at(dirfd, name, O_RDONLY);
     if (!fd) return errno;

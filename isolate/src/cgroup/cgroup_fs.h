@@ -44,6 +44,13 @@ UniqueFd open_file(const Dir& dir, const char* name, int flags);
 
 // Reads a whole file from offset 0. Return 0 or the errno.
 int try_pread_all(int fd, std::string& out);
+// The same for a control file one show() call writes whole: every cgroup file but the task
+// lists (cgroup.procs, tasks). The kernel hands such a file over in one read when it fits
+// the buffer, so a read that leaves the buffer short is the end: one pread instead of two.
+int try_pread_value(int fd, std::string& out);
+// Whether a task list (cgroup.procs, tasks) lists no task: its first read from offset 0
+// returns nothing exactly then. Returns 0 (and sets *empty) or the errno.
+int try_task_list_empty(int fd, bool* empty) noexcept;
 int try_read_file_at(int dirfd, const char* name, std::string& out);
 // Throwing variants: SetupError("read <path>/<name>: <strerror>").
 std::string read_file_at(const Dir& dir, const char* name);

@@ -177,17 +177,19 @@ V1DirSet::~V1DirSet() {
 
 bool V1DirSet::surely_empty() const noexcept {
     std::string content;
-    if (!pids_current || fs::try_pread_all(pids_current.get(), content) != 0 ||
+    if (!pids_current || fs::try_pread_value(pids_current.get(), content) != 0 ||
         fs::parse_u64(content) != 0)
         return false;
-    Node node;
-    for (const auto& d : dirs) node.push_back(&d);
-    return node_surely_empty(node);
+    for (const auto& list : procs) {
+        bool empty = false;
+        if (!list || fs::try_task_list_empty(list.get(), &empty) != 0 || !empty) return false;
+    }
+    return true;
 }
 
 bool V1DirSet::little_memory_charged() const noexcept {
     std::string content;
-    return memory_usage && fs::try_pread_all(memory_usage.get(), content) == 0 &&
+    return memory_usage && fs::try_pread_value(memory_usage.get(), content) == 0 &&
            fs::parse_u64(content).value_or(kKeptMemoryLeftover + 1) <= kKeptMemoryLeftover;
 }
 
@@ -195,6 +197,7 @@ V1RunCgroup::V1RunCgroup(std::shared_ptr<const V1Layout> layout, std::shared_ptr
     : layout_(std::move(layout)), pool_(std::move(pool)), set_(std::make_unique<V1DirSet>()) {
     set_->dirs.resize(layout_->hierarchies.size());
     set_->tasks.resize(layout_->hierarchies.size());
+    set_->procs.resize(layout_->hierarchies.size());
 }
 
 V1RunCgroup::~V1RunCgroup() {
@@ -261,6 +264,7 @@ void V1RunCgroup::make_dirs() {
         // Opened here, as root, for the sandbox's pid 1 to join with; the kernel checks the
         // credentials of the opener.
         set_->tasks[i] = fs::open_file(dir, "tasks", O_WRONLY);
+        set_->procs[i] = fs::open_file(dir, "cgroup.procs", O_RDONLY);
         set_->dirs[i] = std::move(dir);
     }
 
@@ -356,7 +360,7 @@ bool V1RunCgroup::reuse_kept(const CgroupLimits& limits) {
 
 std::string V1RunCgroup::read_oom_control() const {
     std::string content;
-    if (const int err = fs::try_pread_all(set_->oom_control.get(), content); err != 0)
+    if (const int err = fs::try_pread_value(set_->oom_control.get(), content); err != 0)
         throw_errno("read " + (dir(layout_->memory).path / "memory.oom_control").string(), err);
     return content;
 }
@@ -405,7 +409,7 @@ std::vector<int> V1RunCgroup::self_join_fds() const {
 
 std::uint64_t V1RunCgroup::cpu_usage_ns() const {
     std::string content;
-    if (const int err = fs::try_pread_all(set_->cpuacct_usage.get(), content); err != 0)
+    if (const int err = fs::try_pread_value(set_->cpuacct_usage.get(), content); err != 0)
         throw_errno("read " + (dir(layout_->cpuacct).path / "cpuacct.usage").string(), err);
     return fs::parse_u64(content).value_or(0);
 }
@@ -415,7 +419,7 @@ Usage V1RunCgroup::usage() const {
     u.cpu_ns = cpu_usage_ns();
     const fs::Dir& memory = dir(layout_->memory);
     std::string content;
-    if (const int err = fs::try_pread_all(set_->memory_max_usage.get(), content); err != 0)
+    if (const int err = fs::try_pread_value(set_->memory_max_usage.get(), content); err != 0)
         throw_errno("read " + (memory.path / "memory.max_usage_in_bytes").string(), err);
     u.memory_peak_bytes = fs::parse_u64(content).value_or(0);
     const std::uint64_t oom_kills = fs::find_key_u64(read_oom_control(), "oom_kill").value_or(0);

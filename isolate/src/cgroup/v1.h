@@ -75,6 +75,7 @@ struct V1DirSet {
     std::string name;
     std::vector<fs::Dir> dirs;    // parallel to the hierarchies
     std::vector<UniqueFd> tasks;  // likewise; `tasks`, opened for writing
+    std::vector<UniqueFd> procs;  // likewise; cgroup.procs, read before the set is kept
     UniqueFd cpuacct_usage;       // read-write: writing 0 resets it
     UniqueFd pids_current;
     UniqueFd pids_max;          // write-only

@@ -134,8 +134,8 @@ bool V2Dir::surely_empty() const noexcept {
     try {
         std::string events;
         std::string stat;
-        if (!cgroup_events || fs::try_pread_all(cgroup_events.get(), events) != 0 || !cgroup_stat ||
-            fs::try_pread_all(cgroup_stat.get(), stat) != 0)
+        if (!cgroup_events || fs::try_pread_value(cgroup_events.get(), events) != 0 ||
+            !cgroup_stat || fs::try_pread_value(cgroup_stat.get(), stat) != 0)
             return false;
         return fs::find_key_u64(events, "populated") == 0u &&
                fs::find_key_u64(events, "frozen") == 0u &&
@@ -148,7 +148,7 @@ bool V2Dir::surely_empty() const noexcept {
 bool V2Dir::little_memory_charged() const noexcept {
     try {
         std::string content;
-        return memory_current && fs::try_pread_all(memory_current.get(), content) == 0 &&
+        return memory_current && fs::try_pread_value(memory_current.get(), content) == 0 &&
                fs::parse_u64(content).value_or(kKeptMemoryLeftover + 1) <= kKeptMemoryLeftover;
     } catch (...) {
         return false;
@@ -293,7 +293,7 @@ void V2RunCgroup::attach(pid_t pid) {
 
 std::uint64_t V2RunCgroup::read_u64(const UniqueFd& fd, const char* file, const char* key) const {
     std::string content;
-    if (const int err = fs::try_pread_all(fd.get(), content); err != 0)
+    if (const int err = fs::try_pread_value(fd.get(), content); err != 0)
         throw_errno("read " + (dir_->dir.path / file).string(), err);
     return (key ? fs::find_key_u64(content, key) : fs::parse_u64(content)).value_or(0);
 }
