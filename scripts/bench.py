@@ -264,7 +264,7 @@ def main():
     ap.add_argument("--compile-repeats", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=20.0,
                     help="time bound of each throughput/latency measurement")
-    ap.add_argument("--rounds", type=int, default=3,
+    ap.add_argument("--rounds", type=int, default=6,
                     help="the throughput loops take turns this many times")
     ap.add_argument("--footprint-seconds", type=float, default=180.0)
     ap.add_argument("--header", default="")
@@ -293,7 +293,8 @@ def main():
     runs_at_cpu0 = 5
 
     # The four throughput loops take turns in rounds, so that all four see the same minutes
-    # of a machine whose speed drifts (a VM's neighbours come and go).
+    # of a machine whose speed drifts (a VM's neighbours come and go). Every other round runs
+    # them in the reverse order, so a drift within a round favours no loop.
     # Next to the socket, in the temporary directory scripts/bench made for this run.
     script = os.path.join(os.path.dirname(os.path.abspath(args.socket)), "main.sh")
     with open(script, "w") as f:
@@ -305,7 +306,8 @@ def main():
                                                                    SAME_ENV))}
     parts = {name: [] for name in loops}
     for r in range(args.rounds):
-        for name, (runs, body) in loops.items():
+        order = list(loops.items())
+        for name, (runs, body) in (order if r % 2 == 0 else order[::-1]):
             print(f"# measuring: {name} throughput, round {r + 1} of {args.rounds} ...",
                   file=sys.stderr)
             share = runs // args.rounds + (1 if r < runs % args.rounds else 0)
