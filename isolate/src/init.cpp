@@ -29,9 +29,9 @@ constexpr char kBusyName[] = "sandbox-init";
 constexpr char kIdleName[] = "sandbox-ready";
 
 // close_range cannot skip descriptors, so close the gaps between the ones we keep.
-void close_all_except(int a, int b, int c, int d) noexcept {
-    int keep[4] = {a, b, c, d};
-    std::sort(keep, keep + 4);
+void close_all_except(int a, int b, int c, int d, int e) noexcept {
+    int keep[5] = {a, b, c, d, e};
+    std::sort(keep, keep + 5);
     unsigned next = 0;
     for (int fd : keep) {
         if (fd < 0) continue;
@@ -179,10 +179,6 @@ void run_init(const ChildPlan& plan) noexcept {
         ChildFailure failure;
         if (!reset_signal_dispositions(failure)) die_reporting(plan, failure);
     }
-    if (plan.started_fd >= 0) {
-        const std::uint64_t one = 1;
-        if (::write(plan.started_fd, &one, sizeof one) != sizeof one) ::_exit(125);
-    }
     // If the supervisor's thread dies, so does the whole sandbox (pid 1 takes it down).
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) ::_exit(125);
     // v1: join the run's cgroup before anything else runs here. Not joining is fatal: nothing
@@ -194,7 +190,16 @@ void run_init(const ChildPlan& plan) noexcept {
             die_reporting(plan, failure);
         }
     }
-    close_all_except(plan.control_fd, plan.stdin_fd, plan.stdout_fd, plan.stderr_fd);
+    close_all_except(plan.control_fd, plan.stdin_fd, plan.stdout_fd, plan.stderr_fd,
+                     plan.started_fd);
+    // Only now that it holds none of the supervisor's other descriptors: until then the
+    // namespace releaser holds back (NamespaceReleaser::SpawnInFlight), lest a namespace's
+    // last reference be this copy, whose close would wait for the grace period here.
+    if (plan.started_fd >= 0) {
+        const std::uint64_t one = 1;
+        if (::write(plan.started_fd, &one, sizeof one) != sizeof one) ::_exit(125);
+        ::close(plan.started_fd);
+    }
     // EOF here means the supervisor gave up (or died) before the sandbox was ready.
     if (!wait_for(plan.control_fd, ControlType::go)) ::_exit(125);
 

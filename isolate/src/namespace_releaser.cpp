@@ -46,18 +46,26 @@ UniqueFd NamespaceReleaser::mount_namespace_of(int pidfd) noexcept {
 
 void NamespaceReleaser::release(UniqueFd ns) noexcept {
     if (!ns) return;
+    const Clock::time_point now = Clock::now();
+    std::size_t queued = 0;
     {
         std::lock_guard lock(mutex_);
-        if (!stopping_ && queue_.size() < kMaxPending)
-            queue_.push_back(std::move(ns));
-        else
+        if (!stopping_ && queue_.size() < kMaxPending) {
+            queue_.push_back({std::move(ns), now});
+            queued = queue_.size();
+        } else {
             ++closed_by_caller_;
+        }
     }
     if (ns) {
         ns.reset();
         return;
     }
-    wake_.notify_one();
+    // The first starts a thread's wait for kBatchDelay; a full batch starts them all.
+    if (queued >= kThreads)
+        wake_.notify_all();
+    else if (queued == 1)
+        wake_.notify_one();
 }
 
 void NamespaceReleaser::count_not_held() noexcept {
@@ -70,15 +78,55 @@ NamespaceReleaser::Stats NamespaceReleaser::stats() const {
     return {released_, closed_by_caller_, not_held_, queue_.size() + closing_};
 }
 
+NamespaceReleaser::SpawnInFlight::SpawnInFlight(NamespaceReleaser* releaser) noexcept
+    : releaser_(releaser) {
+    if (!releaser_) return;
+    std::lock_guard lock(releaser_->mutex_);
+    ++releaser_->spawning_;
+}
+
+NamespaceReleaser::SpawnInFlight::~SpawnInFlight() {
+    if (!releaser_) return;
+    bool wake = false;
+    {
+        std::lock_guard lock(releaser_->mutex_);
+        wake = --releaser_->spawning_ == 0 && !releaser_->queue_.empty();
+    }
+    if (wake) releaser_->wake_.notify_all();
+}
+
+bool NamespaceReleaser::batch_due(Clock::time_point now) const {
+    return !queue_.empty() &&
+           (stopping_ || queue_.size() >= kThreads || now >= queue_.front().since + kBatchDelay);
+}
+
 void NamespaceReleaser::serve() {
     std::unique_lock lock(mutex_);
     for (;;) {
-        wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-        // Stopping drains the queue first.
-        if (queue_.empty()) return;
-        // Oldest first: each holds its run's files until it goes. At most kMaxPending to move.
-        UniqueFd ns = std::move(queue_.front());
+        if (batch_left_ == 0) {
+            while (!batch_due(Clock::now())) {
+                // Stopping drains the queue first.
+                if (stopping_ && queue_.empty()) return;
+                if (queue_.empty())
+                    wake_.wait(lock);
+                else
+                    wake_.wait_until(lock, queue_.front().since + kBatchDelay);
+                if (batch_left_ > 0) break;  // another thread started one
+            }
+            if (batch_left_ == 0) {
+                batch_left_ = queue_.size();
+                wake_.notify_all();
+            }
+        }
+        // A pid 1 starting may hold a copy of what is queued (SpawnInFlight).
+        if (spawning_ > 0 && !stopping_) {
+            wake_.wait(lock);
+            continue;
+        }
+        // Oldest first: each holds its run's tmpfs until it goes. At most kMaxPending to move.
+        UniqueFd ns = std::move(queue_.front().ns);
         queue_.erase(queue_.begin());
+        --batch_left_;
         ++closing_;
         lock.unlock();
         // The last reference: the mounts go, after a grace period, before close returns.

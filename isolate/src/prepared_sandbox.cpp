@@ -140,6 +140,9 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& 
         plan.started_fd = started.get();
         plan.program_stack = spawner->program_stack();
         plan.program_stack_size = spawner->program_stack_size();
+        // Until spawn() returns, pid 1 holds a copy of our descriptors, queued namespaces
+        // included. (A copy-on-write pid 1, below, is a fallback for other architectures.)
+        NamespaceReleaser::SpawnInFlight spawning(parts.namespace_releaser);
         pid = spawner->spawn(args, init_main, &plan, started.get(), parts.netns, parts.netns_home,
                              mount_template);
     } else {

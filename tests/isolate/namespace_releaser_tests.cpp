@@ -11,8 +11,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "isolate/support.h"
@@ -42,6 +44,64 @@ TEST_CASE("the namespace releaser closes all it is given, at the latest when it 
         CHECK(::write(end.get(), "x", 1) == -1);
         CHECK(errno == EPIPE);
     }
+}
+
+namespace {
+
+// Read ends of pipes to hand to a releaser, and the write ends that tell whether it closed
+// them (a pipe whose read end is closed refuses writes).
+struct Pipes {
+    std::vector<UniqueFd> read_ends, write_ends;
+    explicit Pipes(std::size_t n) {
+        for (std::size_t i = 0; i < n; ++i) {
+            int fds[2];
+            REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+            read_ends.emplace_back(fds[0]);
+            write_ends.emplace_back(fds[1]);
+        }
+    }
+    std::size_t still_open() const {
+        std::size_t open = 0;
+        for (const UniqueFd& end : write_ends)
+            if (::write(end.get(), "x", 1) == 1) ++open;
+        return open;
+    }
+};
+
+bool drained(const NamespaceReleaser& releaser) {
+    for (int i = 0; i < 500; ++i) {
+        if (releaser.stats().pending == 0) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+}
+
+}  // namespace
+
+TEST_CASE("the namespace releaser closes fewer than a batch once they have waited") {
+    ::signal(SIGPIPE, SIG_IGN);
+    NamespaceReleaser releaser;
+    Pipes pipes(1);
+    releaser.release(std::move(pipes.read_ends[0]));
+    REQUIRE(drained(releaser));
+    CHECK(pipes.still_open() == 0);
+    CHECK(releaser.stats().released == 1);
+}
+
+TEST_CASE("the namespace releaser closes nothing while a pid 1 is starting") {
+    ::signal(SIGPIPE, SIG_IGN);
+    NamespaceReleaser releaser;
+    Pipes pipes(NamespaceReleaser::kThreads * 2);
+    {
+        NamespaceReleaser::SpawnInFlight spawning(&releaser);
+        for (UniqueFd& end : pipes.read_ends) releaser.release(std::move(end));
+        // Full batches, long due: held back all the same.
+        std::this_thread::sleep_for(NamespaceReleaser::kBatchDelay * 5);
+        CHECK(pipes.still_open() == NamespaceReleaser::kThreads * 2);
+        CHECK(releaser.stats().pending == NamespaceReleaser::kThreads * 2);
+    }
+    REQUIRE(drained(releaser));
+    CHECK(pipes.still_open() == 0);
 }
 
 TEST_CASE("a process's mount namespace is taken through its pidfd" * doctest::test_suite("vm")) {
