@@ -83,8 +83,8 @@ struct ChildPlan {
     // The CPUs the program may use, set before its execve; null: pid 1's, inherited.
     const cpu_set_t* program_cpus = nullptr;
     const SeccompFilter* seccomp = nullptr;
-    // An eventfd pid 1 writes to first thing, when it shares the supervisor's memory
-    // (InitSpawner); -1 otherwise.
+    // An eventfd pid 1 writes to once it has joined its cgroups and closed what it inherited,
+    // when it shares the supervisor's memory (InitSpawner); -1 otherwise.
     int started_fd = -1;
     // Where the program's process runs between its clone and execve (InitSpawner); null: pid 1
     // maps one itself.
