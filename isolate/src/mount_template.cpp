@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -130,6 +131,27 @@ UniqueFd build_template(const ChildPlan& plan) {
     return mount_ns;
 }
 
+// Opens the directories of `identities` (in its order: the rootfs, its /dev, its /proc, then
+// each bind's source and mountpoint), each checked to be the one make_sandbox_plan found.
+std::vector<UniqueFd> pin_directories(const ChildPlan& plan,
+                                      const std::vector<DirectoryIdentity>& identities) {
+    std::vector<const std::string*> paths{&plan.rootfs, &plan.dev_dir, &plan.proc_dir};
+    for (const PlannedBind& bind : plan.binds) {
+        paths.push_back(&bind.source);
+        paths.push_back(&bind.target);
+    }
+    std::vector<UniqueFd> pins;
+    for (std::size_t i = 0; i < paths.size(); ++i) {
+        UniqueFd pin(::open(paths[i]->c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        struct stat st {};
+        if (!pin || ::fstat(pin.get(), &st) != 0) throw_errno("open " + *paths[i]);
+        if (!(DirectoryIdentity::of(st) == identities.at(i)))
+            throw SetupError(*paths[i] + " was replaced while its mount template was being made");
+        pins.push_back(std::move(pin));
+    }
+    return pins;
+}
+
 }  // namespace
 
 MountTemplates::MountTemplates()
@@ -164,6 +186,7 @@ std::shared_ptr<const UniqueFd> MountTemplates::get(const ChildPlan& plan) {
     }
     // Replaced on disk since: build anew (runs still copying the old one keep it alive).
     if (it != templates_.end()) templates_.erase(it);
+    std::vector<UniqueFd> pins = pin_directories(plan, identities);
     std::shared_ptr<const UniqueFd> mount_ns;
     {
         // The builder copies our mounts: none of the /devs may be half built, still writable.
@@ -175,7 +198,8 @@ std::shared_ptr<const UniqueFd> MountTemplates::get(const ChildPlan& plan) {
             templates_.begin(), templates_.end(),
             [](const Template& a, const Template& b) { return a.last_used < b.last_used; }));
     }
-    templates_.push_back({std::move(shape), std::move(identities), mount_ns, ++uses_});
+    templates_.push_back(
+        {std::move(shape), std::move(identities), std::move(pins), mount_ns, ++uses_});
     return mount_ns;
 }
 

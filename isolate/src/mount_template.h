@@ -50,6 +50,10 @@ class MountTemplates {
     struct Template {
         std::string shape;
         Identities identities;
+        // Those directories, held open (O_PATH) while the template lives: one removed and made
+        // again could otherwise get the freed inode number back and pass for the one the
+        // template holds, whose mount the removal took out of it.
+        std::vector<UniqueFd> pins;
         std::shared_ptr<const UniqueFd> mount_ns;
         std::uint64_t last_used;
     };
