@@ -61,8 +61,9 @@ void NamespaceReleaser::release(UniqueFd ns) noexcept {
         ns.reset();
         return;
     }
-    // The first starts a thread's wait for kBatchDelay; a full batch starts them all.
-    if (queued >= kThreads)
+    // The first starts a thread's wait for kBatchDelay; a full batch starts them all (more
+    // than that wait for threads that are closing, which look again when done).
+    if (queued == kThreads)
         wake_.notify_all();
     else if (queued == 1)
         wake_.notify_one();
@@ -90,7 +91,9 @@ NamespaceReleaser::SpawnInFlight::~SpawnInFlight() {
     bool wake = false;
     {
         std::lock_guard lock(releaser_->mutex_);
-        wake = --releaser_->spawning_ == 0 && !releaser_->queue_.empty();
+        // Only a thread held back needs waking; the others wait for their batch.
+        wake = --releaser_->spawning_ == 0 && releaser_->held_back_;
+        if (wake) releaser_->held_back_ = false;
     }
     if (wake) releaser_->wake_.notify_all();
 }
@@ -120,6 +123,7 @@ void NamespaceReleaser::serve() {
         }
         // A pid 1 starting may hold a copy of what is queued (SpawnInFlight).
         if (spawning_ > 0 && !stopping_) {
+            held_back_ = true;
             wake_.wait(lock);
             continue;
         }

@@ -103,6 +103,7 @@ class NamespaceReleaser {
     std::size_t closing_ = 0;     // taken off the queue, not yet closed
     std::size_t batch_left_ = 0;  // of the batch being closed, still queued
     std::size_t spawning_ = 0;    // SpawnInFlight objects alive
+    bool held_back_ = false;      // a thread waits for spawning_ to reach 0
     std::uint64_t released_ = 0, closed_by_caller_ = 0, not_held_ = 0;
     bool stopping_ = false;
     std::vector<std::thread> threads_;
