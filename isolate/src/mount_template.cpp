@@ -131,22 +131,33 @@ UniqueFd build_template(const ChildPlan& plan) {
     return mount_ns;
 }
 
-// Opens the directories of `identities` (in its order: the rootfs, its /dev, its /proc, then
-// each bind's source and mountpoint), each checked to be the one make_sandbox_plan found.
-std::vector<UniqueFd> pin_directories(const ChildPlan& plan,
-                                      const std::vector<DirectoryIdentity>& identities) {
-    std::vector<const std::string*> paths{&plan.rootfs, &plan.dev_dir, &plan.proc_dir};
+// A directory a template holds, by the host path make_sandbox_plan found it at.
+struct HeldDirectory {
+    const std::string* path;
+    DirectoryIdentity identity;
+};
+
+// The rootfs, its /dev, its /proc, then each bind's source and mountpoint.
+std::vector<HeldDirectory> held_directories(const ChildPlan& plan) {
+    std::vector<HeldDirectory> held{{&plan.rootfs, plan.rootfs_identity},
+                                    {&plan.dev_dir, plan.dev_identity},
+                                    {&plan.proc_dir, plan.proc_identity}};
     for (const PlannedBind& bind : plan.binds) {
-        paths.push_back(&bind.source);
-        paths.push_back(&bind.target);
+        held.push_back({&bind.source, bind.source_identity});
+        held.push_back({&bind.target, bind.target_identity});
     }
+    return held;
+}
+
+// Opens each, checked to be still the directory make_sandbox_plan found.
+std::vector<UniqueFd> pin(const std::vector<HeldDirectory>& held) {
     std::vector<UniqueFd> pins;
-    for (std::size_t i = 0; i < paths.size(); ++i) {
-        UniqueFd pin(::open(paths[i]->c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    for (const HeldDirectory& dir : held) {
+        UniqueFd pin(::open(dir.path->c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         struct stat st {};
-        if (!pin || ::fstat(pin.get(), &st) != 0) throw_errno("open " + *paths[i]);
-        if (!(DirectoryIdentity::of(st) == identities.at(i)))
-            throw SetupError(*paths[i] + " was replaced while its mount template was being made");
+        if (!pin || ::fstat(pin.get(), &st) != 0) throw_errno("open " + *dir.path);
+        if (!(DirectoryIdentity::of(st) == dir.identity))
+            throw SetupError(*dir.path + " was replaced while its mount template was being made");
         pins.push_back(std::move(pin));
     }
     return pins;
@@ -169,11 +180,9 @@ bool MountTemplates::mount_table_changed() const noexcept {
 std::shared_ptr<const UniqueFd> MountTemplates::get(const ChildPlan& plan) {
     // As make_sandbox_plan found them. A mountpoint removed or replaced takes its mount out
     // of the template.
-    Identities identities{plan.rootfs_identity, plan.dev_identity, plan.proc_identity};
-    for (const PlannedBind& bind : plan.binds) {
-        identities.push_back(bind.source_identity);
-        identities.push_back(bind.target_identity);
-    }
+    const std::vector<HeldDirectory> held = held_directories(plan);
+    Identities identities;
+    for (const HeldDirectory& dir : held) identities.push_back(dir.identity);
 
     std::string shape = shape_key(plan);
     std::lock_guard lock(mutex_);
@@ -186,7 +195,7 @@ std::shared_ptr<const UniqueFd> MountTemplates::get(const ChildPlan& plan) {
     }
     // Replaced on disk since: build anew (runs still copying the old one keep it alive).
     if (it != templates_.end()) templates_.erase(it);
-    std::vector<UniqueFd> pins = pin_directories(plan, identities);
+    std::vector<UniqueFd> pins = pin(held);
     std::shared_ptr<const UniqueFd> mount_ns;
     {
         // The builder copies our mounts: none of the /devs may be half built, still writable.

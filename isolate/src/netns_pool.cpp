@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sched.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -47,10 +46,7 @@ bool reads_as(int fd, const std::string& expected) {
         return cgroup::fs::try_pread_all(fd, now) == 0 && now == expected;
     }
     char buf[kOneRead];
-    ssize_t n;
-    do {
-        n = ::pread(fd, buf, expected.size() + 1, 0);
-    } while (n < 0 && errno == EINTR);
+    const ssize_t n = cgroup::fs::pread_from_start(fd, buf, expected.size() + 1);
     return n >= 0 && static_cast<std::size_t>(n) == expected.size() &&
            expected.compare(0, expected.size(), buf, expected.size()) == 0;
 }

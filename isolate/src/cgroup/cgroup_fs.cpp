@@ -152,13 +152,18 @@ int try_pread_all(int fd, std::string& out) {
     }
 }
 
+ssize_t pread_from_start(int fd, void* buf, std::size_t size) noexcept {
+    ssize_t n;
+    do {
+        n = ::pread(fd, buf, size, 0);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
 int try_pread_value(int fd, std::string& out) {
     out.clear();
     char buf[4096];
-    ssize_t n;
-    do {
-        n = ::pread(fd, buf, sizeof buf, 0);
-    } while (n < 0 && errno == EINTR);
+    const ssize_t n = pread_from_start(fd, buf, sizeof buf);
     if (n < 0) return errno;
     if (static_cast<std::size_t>(n) < sizeof buf) {
         out.assign(buf, static_cast<std::size_t>(n));
@@ -169,10 +174,7 @@ int try_pread_value(int fd, std::string& out) {
 
 int try_task_list_empty(int fd, bool* empty) noexcept {
     char byte;
-    ssize_t n;
-    do {
-        n = ::pread(fd, &byte, 1, 0);
-    } while (n < 0 && errno == EINTR);
+    const ssize_t n = pread_from_start(fd, &byte, 1);
     if (n < 0) return errno;
     *empty = n == 0;
     return 0;

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -42,6 +43,8 @@ UniqueFd open_file_at(int dirfd, const char* name, int flags) noexcept;
 // Throwing variant: SetupError("open <path>/<name>: <strerror>").
 UniqueFd open_file(const Dir& dir, const char* name, int flags);
 
+// pread(2) from offset 0, again after EINTR.
+ssize_t pread_from_start(int fd, void* buf, std::size_t size) noexcept;
 // Reads a whole file from offset 0. Return 0 or the errno.
 int try_pread_all(int fd, std::string& out);
 // The same for a control file one show() call writes whole: every cgroup file but the task
