@@ -256,7 +256,8 @@ SeccompPolicy parse_profile(const Context& ctx, std::string_view text, const fs:
     const json doc = parse_json(ctx, text);
     if (!doc.is_object())
         ctx.fail("", std::string("expected a JSON object at top level, got ") + doc.type_name());
-    check_keys(ctx, "", doc, {"description", "base", "default_action", "rules"});
+    check_keys(ctx, "", doc,
+               {"description", "base", "default_action", "supervised_syscalls", "rules"});
 
     if (auto it = doc.find("description"); it != doc.end()) as_string(ctx, "description", *it);
 
@@ -286,6 +287,22 @@ SeccompPolicy parse_profile(const Context& ctx, std::string_view text, const fs:
     // silently open every syscall an allow-list base meant to close.
     if (auto it = doc.find("default_action"); it != doc.end())
         policy.default_action = parse_action(ctx, "default_action", *it);
+
+    // Added to the base's: which calls the supervisor checks is a matter of speed, and the
+    // rules stay whatever the profiles say.
+    if (auto it = doc.find("supervised_syscalls"); it != doc.end()) {
+        if (!it->is_array())
+            ctx.fail("supervised_syscalls",
+                     std::string("expected an array of syscall names, got ") + it->type_name());
+        std::set<std::string> listed;
+        for (std::size_t k = 0; k < it->size(); ++k) {
+            const std::string where = "supervised_syscalls[" + std::to_string(k) + "]";
+            const std::string& name = as_string(ctx, where, (*it)[k]);
+            if (!valid_syscall_name(name)) ctx.fail(where, "'" + name + "' is not a syscall name");
+            if (!listed.insert(name).second) ctx.fail(where, "'" + name + "' is listed twice");
+        }
+        policy.supervised_syscalls.merge(listed);
+    }
 
     const json& rules = require(ctx, "", doc, "rules");
     if (!rules.is_array())

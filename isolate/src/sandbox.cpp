@@ -18,6 +18,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -439,6 +441,18 @@ void Supervisor::handle_listener() {
         if (allowed) socket_let_through_ = true;
         answer_notification(notification.id, allowed ? 0 : verdict->errno_value);
         return;
+    }
+    if (!verdict) {
+        std::array<std::uint64_t, 6> args;
+        std::copy(std::begin(notification.data.args), std::end(notification.data.args),
+                  args.begin());
+        const auto checked = plan_.seccomp->supervised_verdict(
+            static_cast<int>(notification.data.nr), notification.data.arch, args);
+        if (checked && checked->kind != SeccompAction::Kind::kill) {
+            const bool allowed = checked->kind == SeccompAction::Kind::allow;
+            answer_notification(notification.id, allowed ? 0 : checked->errno_value);
+            return;
+        }
     }
     if (!facts_.blocked_syscall)
         facts_.blocked_syscall = syscall_name(notification.data.nr, notification.data.arch);

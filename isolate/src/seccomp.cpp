@@ -188,6 +188,27 @@ bool can_report_sockets(const SeccompPolicy& policy) {
     return io_uring_refused;
 }
 
+// libseccomp's semantics: 64-bit unsigned comparisons.
+bool holds(const SeccompArgCondition& c, std::uint64_t arg) {
+    switch (c.op) {
+        case SeccompArgCondition::Op::eq:
+            return arg == c.value;
+        case SeccompArgCondition::Op::ne:
+            return arg != c.value;
+        case SeccompArgCondition::Op::lt:
+            return arg < c.value;
+        case SeccompArgCondition::Op::le:
+            return arg <= c.value;
+        case SeccompArgCondition::Op::gt:
+            return arg > c.value;
+        case SeccompArgCondition::Op::ge:
+            return arg >= c.value;
+        case SeccompArgCondition::Op::masked_eq:
+            return (arg & c.mask) == c.value;
+    }
+    return false;
+}
+
 }  // namespace
 
 const std::vector<std::string>& sandbox_own_syscalls() {
@@ -213,12 +234,64 @@ std::optional<SeccompAction> SeccompFilter::socket_verdict(int number, std::uint
     return rule->second;
 }
 
+std::optional<SeccompAction> SeccompFilter::supervised_verdict(
+    int number, std::uint32_t audit_arch, const std::array<std::uint64_t, 6>& args) const {
+    if (audit_arch != seccomp_arch_native()) return std::nullopt;
+    const auto supervised = supervised_.find(number);
+    if (supervised == supervised_.end()) return std::nullopt;
+    for (const auto& conditions : supervised->second.conditions) {
+        if (std::all_of(conditions.begin(), conditions.end(),
+                        [&](const SeccompArgCondition& c) { return holds(c, args[c.arg]); }))
+            return supervised->second.action;
+    }
+    return supervised->second.otherwise;
+}
+
+// The rules of the policy's supervised syscalls, which the filter only reports. Refused for
+// the sandbox's own calls, each of which would become a round trip in every run's setup, and
+// for socket calls, which have their own reports.
+void SeccompFilter::take_supervised_rules(const SeccompPolicy& policy) {
+    const auto& own = sandbox_own_syscalls();
+    for (const std::string& name : policy.supervised_syscalls) {
+        const std::string where = "supervised syscall '" + name + "'";
+        const int nr = seccomp_syscall_resolve_name(name.c_str());
+        if (nr == __NR_SCMP_ERROR) throw SetupError("seccomp: unknown syscall '" + name + "'");
+        if (nr < 0) continue;  // not a native call: nothing to filter
+        if (is_socket_call(name))
+            throw SetupError("seccomp: " + where +
+                             ": socket calls are reported by the socket rules of their own");
+        if (std::find(own.begin(), own.end(), name) != own.end())
+            throw SetupError("seccomp: " + where +
+                             ": the sandbox's own setup calls it under the filter, so every "
+                             "run would wait for the supervisor");
+        SupervisedRules rules{policy.default_action, policy.default_action, {}};
+        for (std::size_t i = 0; i < policy.rules.size(); ++i) {
+            const SeccompRule& rule = policy.rules[i];
+            if (rule.syscall != name || rule.action == policy.default_action) continue;
+            to_scmp_action(rule.action, describe(rule, i));  // refuses an errno out of range
+            for (const SeccompArgCondition& c : rule.conditions)
+                if (c.arg > 5)
+                    throw SetupError("seccomp: " + describe(rule, i) + ": argument index " +
+                                     std::to_string(c.arg) + " is not in 0..5");
+            if (!rules.conditions.empty() && rule.action != rules.action)
+                throw SetupError("seccomp: " + describe(rule, i) + ": the rules of " + where +
+                                 " must all have one action");
+            rules.action = rule.action;
+            rules.conditions.push_back(rule.conditions);
+        }
+        // Every call gets the default, as in the filter.
+        if (rules.conditions.empty()) continue;
+        supervised_.emplace(nr, std::move(rules));
+    }
+}
+
 std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy& policy,
                                                             bool report_sockets) {
     reject_ambiguous_rules(policy);
     reject_rules_for_own_syscalls(policy);
     auto filter = std::make_shared<SeccompFilter>();
     filter->reports_sockets_ = report_sockets && can_report_sockets(policy);
+    filter->take_supervised_rules(policy);
 
     const std::uint32_t default_action = to_scmp_action(policy.default_action, "default action");
     Ctx ctx(seccomp_init(default_action));
@@ -245,6 +318,7 @@ std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy&
         // A pseudo number: libseccomp knows the name from another arch (socketcall, mmap2...).
         // The call cannot be made natively, so there is nothing to filter.
         if (nr < 0) continue;
+        if (filter->supervised_.contains(nr)) continue;
 
         const std::uint32_t action = to_scmp_action(rule.action, describe(rule, i));
         // libseccomp refuses (EACCES) rules that repeat the default action. They are no-ops:
@@ -300,6 +374,13 @@ std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy&
             check(seccomp_rule_add(ctx.get(), SCMP_ACT_NOTIFY, nr, 1,
                                    SCMP_A0(SCMP_CMP_NE, static_cast<scmp_datum_t>(AF_UNIX))),
                   "seccomp_rule_add(report sockets)");
+    }
+
+    // A kill default reports them already.
+    if (default_action != SCMP_ACT_NOTIFY) {
+        for (const auto& [nr, rules] : filter->supervised_)
+            check(seccomp_rule_add(ctx.get(), SCMP_ACT_NOTIFY, nr, 0),
+                  "seccomp_rule_add(report " + syscall_name(nr) + ")");
     }
 
     // libseccomp 2.5 exports only to a file descriptor; a memfd keeps it off the filesystem.

@@ -514,6 +514,23 @@ TEST_CASE("clone with a namespace flag is blocked; plain fork works") {
     CHECK(fork.stdout_data == "child exited 7\n");
 }
 
+// The supervisor applies personality's rules (a supervised syscall): it must let the query
+// run and end the run for a persona that would weaken the program's own address space.
+TEST_CASE("personality: the query runs, another persona is blocked") {
+    auto query = test::sandbox().run(test::probe({"personality", "0xffffffff"}));
+    CHECK(query.status == Status::ok);
+    CHECK(query.stdout_data == "personality returned 0 errno 0\n");
+    auto per_linux = test::sandbox().run(test::probe({"personality", "0"}));
+    CHECK(per_linux.stdout_data == "personality returned 0 errno 0\n");
+    for (const char* persona :
+         {"0x0040000" /* ADDR_NO_RANDOMIZE */, "0x0400000" /* READ_IMPLIES_EXEC */}) {
+        auto result = test::sandbox().run(test::probe({"personality", persona}));
+        CHECK_MESSAGE(result.status == Status::syscall_blocked, persona);
+        CHECK_MESSAGE(result.message == "blocked syscall: personality", persona);
+        CHECK_MESSAGE(result.stdout_data.empty(), persona);
+    }
+}
+
 TEST_CASE("TIOCSTI is blocked, also with high bits set in the request") {
     for (const char* variant : {"plain", "high"}) {
         auto result = test::sandbox().run(test::probe({"tiocsti", variant}));

@@ -526,6 +526,10 @@ int main(int argc, char** argv) {
         if (!strcmp(arg, "high")) request |= 0x100000000L;
         long r = syscall(SYS_ioctl, 0, request, &c);
         printf("ioctl returned %ld errno %s\n", r, r < 0 ? strerrorname_np(errno) : "0");
+    } else if (!strcmp(cmd, "personality")) {
+        errno = 0;
+        long r = syscall(SYS_personality, strtoul(arg, NULL, 0));
+        printf("personality returned %ld errno %s\n", r, r < 0 ? strerrorname_np(errno) : "0");
     } else if (!strcmp(cmd, "clone-newuser")) {
         long r = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
         if (r == 0) _exit(0);
