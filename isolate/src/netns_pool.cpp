@@ -82,9 +82,10 @@ std::unique_ptr<Netns> Netns::create(int home) {
     return made;
 }
 
-bool Netns::unchanged(bool sockets_made) const {
+bool Netns::unchanged(SocketsMade made) const {
+    if (made == SocketsMade::none) return true;
     for (const View& view : views_) {
-        if (!view.fd || (view.needs_socket && !sockets_made)) continue;
+        if (!view.fd || (view.needs_inet && made != SocketsMade::inet)) continue;
         if (!reads_as(view.fd.get(), view.when_new)) return false;
     }
     return true;
