@@ -68,8 +68,7 @@ json netns_stats(const isolate::Sandbox& sandbox) {
     auto stats = sandbox.netns_stats();
     return {{"kept", stats.kept},
             {"replaced", stats.replaced},
-            {"kept_unix_only", stats.kept_unix_only},
-            {"kept_unread", stats.kept_unread}};
+            {"kept_unix_only", stats.kept_unix_only}};
 }
 
 json mount_namespace_stats(const isolate::Sandbox& sandbox) {

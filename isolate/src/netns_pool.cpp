@@ -82,10 +82,9 @@ std::unique_ptr<Netns> Netns::create(int home) {
     return made;
 }
 
-bool Netns::unchanged(SocketsMade made) const {
-    if (made == SocketsMade::none) return true;
+bool Netns::unchanged(bool sockets_made) const {
     for (const View& view : views_) {
-        if (!view.fd || (view.needs_inet && made != SocketsMade::inet)) continue;
+        if (!view.fd || (view.needs_socket && !sockets_made)) continue;
         if (!reads_as(view.fd.get(), view.when_new)) return false;
     }
     return true;

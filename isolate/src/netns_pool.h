@@ -19,11 +19,9 @@
 // Reading the IP, TCP and UDP counters (snmp, snmp6, netstat: ~300 counters summed over every
 // CPU) is most of that look's cost, and none of them, nor a flow label, can move without a
 // socket other than AF_UNIX in the namespace (an inet socket, or one of a family that makes
-// inet sockets inside the kernel, like AF_SMC). The seccomp filter reports every socket to the
-// supervisor (SeccompFilter::reports_sockets), so after runs that made only unix ones only
-// lo's counters and the unix sockets are read; and after runs that made none, nothing: without
-// a socket a process can send no packet, hold none in flight, and reach no setting of the
-// namespace (the ioctls that would take a socket).
+// inet sockets inside the kernel, like AF_SMC). The seccomp filter reports every socket but
+// unix ones to the supervisor (SeccompFilter::reports_sockets), so after runs that made none
+// only lo's counters and the unix sockets are read.
 //
 // Why that is enough: once its processes are gone, a socket stays alive only if the kernel
 // holds it for traffic (TIME_WAIT, an orphan still sending FIN: lo's counters moved) or if it
@@ -46,10 +44,6 @@
 
 namespace isolate {
 
-// What the runs since a namespace's last look may have made in it, as the seccomp filter's
-// socket reports tell; `inet` where they cannot tell.
-enum class SocketsMade { none, unix_only, inet };
-
 // One network namespace, and what it showed its users when it was new.
 class Netns {
   public:
@@ -60,16 +54,16 @@ class Netns {
     int fd() const { return netns_.get(); }
     // True while everything the namespace shows its users reads as it did when it was new;
     // false if anything differs or cannot be read. Call only when no process is in it.
-    // After unix sockets only, only lo's counters and the unix sockets are read: every IP,
-    // ICMP, TCP and UDP counter and every flow label needs another socket to move. After no
-    // socket at all, nothing is.
-    bool unchanged(SocketsMade made) const;
+    // Without `sockets_made` (no run since the last look made a socket other than AF_UNIX,
+    // which the seccomp filter reports) only lo's counters and the unix sockets are read:
+    // every IP, ICMP, TCP and UDP counter and every flow label needs such a socket to move.
+    bool unchanged(bool sockets_made) const;
 
   private:
     struct View {
-        const char* path;  // below /proc/thread-self/net
-        bool ipv6;         // absent on a kernel without IPv6; every other file must exist
-        bool needs_inet;   // only a socket other than AF_UNIX can change it
+        const char* path;   // below /proc/thread-self/net
+        bool ipv6;          // absent on a kernel without IPv6; every other file must exist
+        bool needs_socket;  // only a socket other than AF_UNIX can change it
         UniqueFd fd;
         std::string when_new;
     };

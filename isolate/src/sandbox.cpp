@@ -133,16 +133,14 @@ class Supervisor {
           process_(box.process) {}
 
     RunResult run();
-    // The sockets the run may have made, as its filter's reports tell: it reports every one,
-    // and a call the supervisor did not let through never ran. `inet` when they cannot tell,
-    // and after a setup error too: a supervisor that gave up early may have left the program
-    // running (its later reports then fail with ENOSYS, or wait for a listener that never
-    // comes, but the full look does not have to rely on that).
-    SocketsMade sockets_let_through() const {
-        if (!plan_.seccomp || !plan_.seccomp->reports_sockets() || facts_.setup_error ||
-            inet_socket_let_through_)
-            return SocketsMade::inet;
-        return unix_socket_let_through_ ? SocketsMade::unix_only : SocketsMade::none;
+    // True when the run cannot have made a socket other than AF_UNIX: its filter reports
+    // every one and none was let through (a call the supervisor did not let through never
+    // ran). False after a setup error too: a supervisor that gave up early may have left
+    // the program running (its later reports then fail with ENOSYS, or wait for a listener
+    // that never comes, but the full look does not have to rely on that).
+    bool let_no_socket_through() const {
+        return plan_.seccomp && plan_.seccomp->reports_sockets() && !socket_let_through_ &&
+               !facts_.setup_error;
     }
 
   private:
@@ -158,8 +156,6 @@ class Supervisor {
     void adopt_listener(UniqueFd listener);
     // Lets the notified call run (error 0) or fails it with `error`.
     void answer_notification(std::uint64_t id, int error);
-    // Noted before the call can run, for the network namespace's next look.
-    void note_socket_let_through(std::uint64_t domain);
     void fail(std::string message);
     void collect_file(int index, int error, UniqueFd fd);
 
@@ -183,8 +179,7 @@ class Supervisor {
     bool exited_seen_ = false;
     bool init_dead_ = false;
     bool done_seen_ = false;
-    bool inet_socket_let_through_ = false;  // any family but AF_UNIX
-    bool unix_socket_let_through_ = false;
+    bool socket_let_through_ = false;
     bool listener_received_ = false;
     std::uint64_t cpu_baseline_ns_ = 0;         // setup's CPU, charged to the cgroup before execve
     std::uint64_t init_cpu_after_fork_ns_ = 0;  // pid 1's own, reported when it is done
@@ -435,14 +430,15 @@ void Supervisor::handle_listener() {
         // before the filter moved into pid 1 (compile() refuses errno rules for its calls).
         // Not once the run is being ended: the call stays blocked until the kill lands.
         if (facts_.killed_by_supervisor) return;
-        if (verdict) note_socket_let_through(notification.data.args[0]);
+        if (verdict) socket_let_through_ = true;
         answer_notification(notification.id, 0);
         return;
     }
     if (verdict && verdict->kind != SeccompAction::Kind::kill) {
         // A socket report: answered with the policy's action, which the filter left to us.
         const bool allowed = verdict->kind == SeccompAction::Kind::allow;
-        if (allowed) note_socket_let_through(notification.data.args[0]);
+        // Noted before it can run, for the network namespace's next look.
+        if (allowed) socket_let_through_ = true;
         answer_notification(notification.id, allowed ? 0 : verdict->errno_value);
         return;
     }
@@ -462,14 +458,6 @@ void Supervisor::handle_listener() {
         facts_.blocked_syscall = syscall_name(notification.data.nr, notification.data.arch);
     // The call stays blocked in the kernel until the task dies; it never runs.
     kill_sandbox();
-}
-
-void Supervisor::note_socket_let_through(std::uint64_t domain) {
-    // The kernel reads the domain as an int.
-    if ((domain & 0xffffffff) == AF_UNIX)
-        unix_socket_let_through_ = true;
-    else
-        inet_socket_let_through_ = true;
 }
 
 void Supervisor::answer_notification(std::uint64_t id, int error) {
@@ -600,9 +588,10 @@ struct SlotSandboxes {
     // The network namespace the slot's sandboxes join, kept from run to run for as long as
     // no run leaves a trace in it (netns_pool.h). Null: the next sandbox takes a new one.
     std::unique_ptr<Netns> netns;
-    // What the runs since the namespace was last checked may have made in it. Raised to
-    // `inet` before each run, and set back after it only as far as the run's reports allow.
-    SocketsMade netns_sockets_made = SocketsMade::none;
+    // Whether a run since the namespace was last checked may have made a socket other than
+    // AF_UNIX, so its IP, TCP and UDP figures must be read too. Set before each run, and
+    // cleared after it only if the run is known to have made none.
+    bool netns_sockets_made = false;
 };
 
 struct SandboxState {
@@ -610,8 +599,7 @@ struct SandboxState {
     std::set<unsigned> busy_slots;
     std::atomic<std::uint64_t> run_counter{0};
     std::atomic<std::uint64_t> prepared_used{0}, prepared_discarded{0}, prepared_failed{0};
-    std::atomic<std::uint64_t> netns_kept{0}, netns_replaced{0}, netns_kept_unix_only{0},
-        netns_kept_unread{0};
+    std::atomic<std::uint64_t> netns_kept{0}, netns_replaced{0}, netns_kept_unix_only{0};
     int last_capability = 0;
     unsigned parallelism = 1;
     std::unique_ptr<NetnsPool> netns_pool;
@@ -640,12 +628,11 @@ struct SandboxState {
     // Call only while none of the slot's sandboxes is alive, so nothing can change it after
     // the look.
     int next_netns(const SandboxConfig& config, SlotSandboxes& slot) {
-        const SocketsMade made = std::exchange(slot.netns_sockets_made, SocketsMade::none);
+        const bool sockets_made = std::exchange(slot.netns_sockets_made, false);
         if (slot.netns) {
-            if (config.keep_clean_netns && slot.netns->unchanged(made)) {
+            if (config.keep_clean_netns && slot.netns->unchanged(sockets_made)) {
                 netns_kept.fetch_add(1);
-                if (made != SocketsMade::inet) netns_kept_unix_only.fetch_add(1);
-                if (made == SocketsMade::none) netns_kept_unread.fetch_add(1);
+                if (!sockets_made) netns_kept_unix_only.fetch_add(1);
                 return slot.netns->fd();
             }
             if (config.keep_clean_netns) netns_replaced.fetch_add(1);
@@ -733,11 +720,11 @@ RunResult Sandbox::run(const RunSpec& spec) {
                                                     shape, spec.slot, &spec,
                                                     state_->next_run_name(spec.slot));
         }
-        const SocketsMade made_before = slot.netns_sockets_made;
-        slot.netns_sockets_made = SocketsMade::inet;  // until the run's reports say otherwise
+        const bool sockets_made_before = slot.netns_sockets_made;
+        slot.netns_sockets_made = true;  // until the run is known to have made none
         Supervisor supervisor(config_, *box, spec, std::max(1u, parallelism));
         RunResult result = supervisor.run();
-        slot.netns_sockets_made = std::max(made_before, supervisor.sockets_let_through());
+        if (supervisor.let_no_socket_through()) slot.netns_sockets_made = sockets_made_before;
         if (config_.prepare_ahead) {
             slot.finished = std::move(box);
             if (slot.first_since_prepare) slot.expected_shape = shape;
@@ -791,7 +778,7 @@ Sandbox::PreparedStats Sandbox::prepared_stats() const {
 Sandbox::NetnsStats Sandbox::netns_stats() const {
     return {state_->netns_kept.load(), state_->netns_replaced.load(),
             state_->netns_pool ? state_->netns_pool->ready() : 0,
-            state_->netns_kept_unix_only.load(), state_->netns_kept_unread.load()};
+            state_->netns_kept_unix_only.load()};
 }
 
 Sandbox::MountNamespaceStats Sandbox::mount_namespace_stats() const {

@@ -3,6 +3,7 @@
 #include <linux/audit.h>
 #include <seccomp.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -162,10 +163,10 @@ bool is_socket_call(const std::string& syscall) {
 }
 
 // Whether the policy's verdict on every socket() and socketpair() call can be reached in two
-// steps: the filter reports each call, and the supervisor applies the policy's rules to the
-// family. So the default must be allow, every rule for these calls a comparison of the family
-// (as an int) alone; and io_uring, whose IORING_OP_SOCKET makes sockets without either call,
-// must be refused.
+// steps: the filter lets AF_UNIX through as the default and reports the rest, and the
+// supervisor applies the policy's rules to the family. So the default must be allow, every
+// rule for these calls a comparison of the family (as an int) alone, none refusing AF_UNIX;
+// and io_uring, whose IORING_OP_SOCKET makes sockets without either call, must be refused.
 bool can_report_sockets(const SeccompPolicy& policy) {
     if (policy.default_action.kind != SeccompAction::Kind::allow) return false;
     // Where socketcall is native (i386, s390x, ppc) it makes sockets without either call.
@@ -182,6 +183,7 @@ bool can_report_sockets(const SeccompPolicy& policy) {
         if (c.arg != 0 || c.op != SeccompArgCondition::Op::masked_eq || c.mask != kIntMask ||
             c.value > kIntMask)
             return false;
+        if (c.value == AF_UNIX && rule.action.kind != SeccompAction::Kind::allow) return false;
     }
     return io_uring_refused;
 }
@@ -366,10 +368,11 @@ std::shared_ptr<const SeccompFilter> SeccompFilter::compile(const SeccompPolicy&
     }
 
     if (filter->reports_sockets_) {
-        // Unix ones too: a run with no report made no socket at all, and its network namespace
-        // needs no look (netns_pool.h).
+        // 64-bit: a domain of AF_UNIX with any high bit set is reported too, and the
+        // supervisor reads it as the kernel does.
         for (const int nr : {SCMP_SYS(socket), SCMP_SYS(socketpair)})
-            check(seccomp_rule_add(ctx.get(), SCMP_ACT_NOTIFY, nr, 0),
+            check(seccomp_rule_add(ctx.get(), SCMP_ACT_NOTIFY, nr, 1,
+                                   SCMP_A0(SCMP_CMP_NE, static_cast<scmp_datum_t>(AF_UNIX))),
                   "seccomp_rule_add(report sockets)");
     }
 

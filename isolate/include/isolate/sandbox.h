@@ -80,8 +80,6 @@ class Sandbox {
         // Of `kept`, those after runs that made no socket but unix ones, where only lo's counters
         // and the unix sockets were read (netns_pool.h).
         std::uint64_t kept_unix_only = 0;
-        // Of `kept_unix_only`, those after runs that made no socket at all: nothing was read.
-        std::uint64_t kept_unread = 0;
     };
     NetnsStats netns_stats() const;
 

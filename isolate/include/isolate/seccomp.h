@@ -66,14 +66,14 @@ class SeccompFilter {
     const sock_fprog* program() const { return &program_; }
     std::size_t instruction_count() const { return instructions_.size(); }
 
-    // True when every socket() and socketpair() call reaches the supervisor as a notification,
-    // which answers it with socket_verdict(): then a run with no report made no socket, and
-    // left nothing in its network namespace; and a run whose reports were all AF_UNIX cannot
-    // have moved an IP, TCP or UDP counter of it nor left a flow label (netns_pool.h). Every
-    // other family counts as inet, since some (AF_SMC, AF_RXRPC) make inet sockets inside the
-    // kernel. False where the policy's own rules for these calls are more than a comparison
-    // of the family, where its default action is not allow, or where it lets io_uring, which
-    // makes sockets without either call, through.
+    // True when every socket() and socketpair() call but those for AF_UNIX reaches the
+    // supervisor as a notification, which answers it with socket_verdict(): then a run with
+    // none made no socket but unix ones, and so cannot have moved an IP, TCP or UDP counter
+    // of its network namespace nor left a flow label (netns_pool.h). Every other family is
+    // reported, since some (AF_SMC, AF_RXRPC) make inet sockets inside the kernel. False
+    // where the policy's own rules for these calls are more than a comparison of the family,
+    // where its default action is not allow, or where it lets io_uring, which makes sockets
+    // without either call, through.
     bool reports_sockets() const { return reports_sockets_; }
     // For a notification (syscall number, AUDIT_ARCH_*, first argument): nothing when it is
     // not a socket report, so a call the policy kills; otherwise the policy's action for the
