@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -42,6 +43,19 @@ struct PlannedRlimit {
     int resource;
     rlimit value;
 };
+
+// The program's "exec", told through memory where its process shares the supervisor's: the
+// supervisor reads it when it has to know (a notification, a timer, the end) instead of
+// waking for a message. Written once, just before execve; `made` last.
+struct ExecAnnouncement {
+    std::atomic<std::uint64_t> cpu_ns{0};       // as ControlMessage::cpu_ns of "exec"
+    std::atomic<std::int64_t> monotonic_ns{0};  // as ControlMessage::monotonic_ns
+    std::atomic<bool> made{false};
+};
+// The child must not take a lock.
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
+              std::atomic<std::int64_t>::is_always_lock_free &&
+              std::atomic<bool>::is_always_lock_free);
 
 struct ChildPlan {
     // Descriptors, inherited through clone3.
@@ -90,6 +104,9 @@ struct ChildPlan {
     // maps one itself.
     void* program_stack = nullptr;
     std::size_t program_stack_size = 0;
+    // Set with program_stack: the program's process announces its execve here, not with a
+    // message on the control socket.
+    ExecAnnouncement* exec_announcement = nullptr;
     // False when the network namespace came prepared, with lo already up.
     bool bring_up_loopback = true;
     int last_capability = 40;

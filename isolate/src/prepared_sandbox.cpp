@@ -140,6 +140,7 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& 
         plan.started_fd = started.get();
         plan.program_stack = spawner->program_stack();
         plan.program_stack_size = spawner->program_stack_size();
+        plan.exec_announcement = &exec_announcement;
         // Until spawn() returns, pid 1 holds a copy of our descriptors, queued namespaces
         // included. (A copy-on-write pid 1, below, is a fallback for other architectures.)
         NamespaceReleaser::SpawnInFlight spawning(parts.namespace_releaser);

@@ -107,6 +107,7 @@ class PreparedSandbox {
 
     // Destruction order matters: the process goes before its cgroup (members are destroyed
     // bottom up), and pid 1 reads `plan` until it is reaped.
+    ExecAnnouncement exec_announcement;
     ChildPlan plan;
     std::unique_ptr<cgroup::RunCgroup> cgroup;
     Pipe stdin_pipe, stdout_pipe, stderr_pipe;

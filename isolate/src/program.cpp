@@ -44,13 +44,22 @@ bool apply_rlimits(const ChildPlan& plan, ChildFailure& failure) noexcept {
     return true;
 }
 
-// The seccomp filter and no_new_privs came from pid 1 (init.cpp). Sent last before execve,
-// so the supervisor has it before any call of the program's reaches it.
+// The seccomp filter and no_new_privs came from pid 1 (init.cpp). Told last before execve,
+// so the supervisor knows it before any call of the program's reaches it.
 bool announce_exec(const ChildPlan& plan, std::uint64_t init_cpu_ns,
                    ChildFailure& failure) noexcept {
+    const std::uint64_t cpu_ns =
+        init_cpu_ns + static_cast<std::uint64_t>(clock_ns(CLOCK_PROCESS_CPUTIME_ID));
+    const std::int64_t monotonic_ns = clock_ns(CLOCK_MONOTONIC);
+    if (ExecAnnouncement* announcement = plan.exec_announcement) {
+        announcement->cpu_ns.store(cpu_ns, std::memory_order_relaxed);
+        announcement->monotonic_ns.store(monotonic_ns, std::memory_order_relaxed);
+        announcement->made.store(true, std::memory_order_release);
+        return true;
+    }
     ControlMessage message{ControlType::exec, ChildStep::program_exec, 0, 0, 0};
-    message.cpu_ns = init_cpu_ns + static_cast<std::uint64_t>(clock_ns(CLOCK_PROCESS_CPUTIME_ID));
-    message.monotonic_ns = clock_ns(CLOCK_MONOTONIC);
+    message.cpu_ns = cpu_ns;
+    message.monotonic_ns = monotonic_ns;
     if (!send_control(plan.control_fd, message)) return fail(failure, ChildStep::announce_exec);
     return true;
 }

@@ -150,7 +150,14 @@ class Supervisor {
     void handle_listener();
     void handle_output(UniqueFd& fd, std::string& sink, bool& truncated);
     void feed_stdin();
-    void on_exec(const ControlMessage& message);
+    // Learns of the program's execve if it has been announced; call before anything that
+    // depends on whether it has.
+    void learn_of_exec();
+    void on_exec(std::uint64_t setup_cpu_ns, std::int64_t monotonic_ns);
+    void on_phase_timer();
+    void on_cpu_timer();
+    // Before the execve, a share of the CPU limit: at most that much can have been used then.
+    void arm_cpu_timer();
     void check_cpu();
     void kill_sandbox();
     void adopt_listener(UniqueFd listener);
@@ -183,13 +190,14 @@ class Supervisor {
     bool listener_received_ = false;
     std::uint64_t cpu_baseline_ns_ = 0;         // setup's CPU, charged to the cgroup before execve
     std::uint64_t init_cpu_after_fork_ns_ = 0;  // pid 1's own, reported when it is done
-    Clock::time_point wall_start_, wall_end_;
+    Clock::time_point started_at_, wall_start_, wall_end_;
 };
 
 RunResult Supervisor::run() {
     try {
         start();
         event_loop();
+        learn_of_exec();
         cgroup::Usage usage = cgroup_->usage();
         facts_.oom_killed = usage.oom_kills > 0;
         if (exec_seen_) {
@@ -213,10 +221,16 @@ RunResult Supervisor::run() {
     return std::move(result_);
 }
 
+// Both timers run from here, not from the program's execve: the supervisor does not wake for
+// that (learn_of_exec). Each fires no later than its limit measured from the execve, and
+// re-arms itself for the rest once it knows when that was.
 void Supervisor::start() {
     phase_timer_ = make_timer();
     cpu_timer_ = make_timer();
-    arm_timer(phase_timer_.get(), std::chrono::milliseconds(config_.setup_timeout_ms));
+    started_at_ = Clock::now();
+    arm_timer(phase_timer_.get(), std::min(std::chrono::milliseconds(config_.setup_timeout_ms),
+                                           std::chrono::milliseconds(spec_.limits.wall_time_ms)));
+    arm_cpu_timer();
     if (spec_.stdin_data.empty())
         stdin_.write_end.reset();
     else
@@ -274,19 +288,11 @@ void Supervisor::event_loop() {
         if (ready(kStdin)) feed_stdin();
         if (ready(kCpu)) {
             std::uint64_t expirations;
-            if (::read(cpu_timer_.get(), &expirations, sizeof expirations) > 0) check_cpu();
+            if (::read(cpu_timer_.get(), &expirations, sizeof expirations) > 0) on_cpu_timer();
         }
         if (ready(kPhase)) {
             std::uint64_t expirations;
-            if (::read(phase_timer_.get(), &expirations, sizeof expirations) > 0) {
-                if (!exec_seen_) {
-                    fail("sandbox setup did not finish within " +
-                         std::to_string(config_.setup_timeout_ms) + " ms");
-                } else if (!exited_seen_) {
-                    facts_.wall_exceeded = true;
-                    kill_sandbox();
-                }
-            }
+            if (::read(phase_timer_.get(), &expirations, sizeof expirations) > 0) on_phase_timer();
         }
         if (ready(kCancel) && !facts_.cancelled) {
             facts_.cancelled = true;
@@ -323,15 +329,7 @@ void Supervisor::handle_control() {
         }
         switch (message->type) {
             case ControlType::exec:
-                // Set before anything else: from here on, calls are the program's.
-                exec_seen_ = true;
-                // Not listener_ itself: by the time this is read, a short run may be over and
-                // its listener dropped at POLLHUP.
-                if (!listener_received_) {
-                    fail("the sandbox sent no seccomp listener");
-                    break;
-                }
-                on_exec(*message);
+                on_exec(message->cpu_ns, message->monotonic_ns);
                 break;
             case ControlType::ready:
                 // Built on the request's path: pid 1's listener arrives here.
@@ -381,14 +379,71 @@ void Supervisor::adopt_listener(UniqueFd listener) {
     ::ioctl(listener_.get(), kNotifSetFlags, kNotifSyncWakeUp);
 }
 
-void Supervisor::on_exec(const ControlMessage& message) {
+void Supervisor::learn_of_exec() {
+    if (exec_seen_) return;
+    if (const ExecAnnouncement* announcement = plan_.exec_announcement) {
+        if (announcement->made.load(std::memory_order_acquire))
+            on_exec(announcement->cpu_ns.load(std::memory_order_relaxed),
+                    announcement->monotonic_ns.load(std::memory_order_relaxed));
+    } else if (control_) {
+        // The message, sent just before the execve, is queued by now if it was made.
+        handle_control();
+    }
+}
+
+void Supervisor::on_exec(std::uint64_t setup_cpu_ns, std::int64_t monotonic_ns) {
+    // Set before anything else: from here on, calls are the program's.
     exec_seen_ = true;
-    wall_start_ = from_monotonic_ns(message.monotonic_ns);
-    cpu_baseline_ns_ = message.cpu_ns;
+    // Not listener_ itself: by the time this is read, a short run may be over and its listener
+    // dropped at POLLHUP.
+    if (!listener_received_) {
+        fail("the sandbox sent no seccomp listener");
+        return;
+    }
     // The wall clock started at execve, however late this thread got to hear of it.
-    auto elapsed = Clock::now() - wall_start_;
-    arm_timer(phase_timer_.get(), std::chrono::milliseconds(spec_.limits.wall_time_ms) - elapsed);
-    check_cpu();
+    wall_start_ = from_monotonic_ns(monotonic_ns);
+    cpu_baseline_ns_ = setup_cpu_ns;
+}
+
+void Supervisor::on_phase_timer() {
+    using std::chrono::milliseconds;
+    if (exited_seen_) return;
+    learn_of_exec();
+    const auto now = Clock::now();
+    if (!exec_seen_) {
+        const auto setup_left = started_at_ + milliseconds(config_.setup_timeout_ms) - now;
+        if (setup_left <= Clock::duration::zero()) {
+            fail("sandbox setup did not finish within " + std::to_string(config_.setup_timeout_ms) +
+                 " ms");
+            return;
+        }
+        arm_timer(phase_timer_.get(),
+                  std::min<Clock::duration>(setup_left, milliseconds(spec_.limits.wall_time_ms)));
+        return;
+    }
+    if (facts_.setup_error) return;
+    const auto wall_left = wall_start_ + milliseconds(spec_.limits.wall_time_ms) - now;
+    if (wall_left > Clock::duration::zero()) {
+        arm_timer(phase_timer_.get(), wall_left);
+        return;
+    }
+    facts_.wall_exceeded = true;
+    kill_sandbox();
+}
+
+void Supervisor::on_cpu_timer() {
+    learn_of_exec();
+    if (exec_seen_)
+        check_cpu();
+    else if (!facts_.setup_error)
+        arm_cpu_timer();
+}
+
+void Supervisor::arm_cpu_timer() {
+    const auto share =
+        std::chrono::nanoseconds(spec_.limits.cpu_time_ms * 1'000'000 / parallelism_);
+    arm_timer(cpu_timer_.get(),
+              std::max<std::chrono::nanoseconds>(share, std::chrono::microseconds(500)));
 }
 
 // Re-arms itself for the remaining budget divided by how many CPUs could be burning it, so
@@ -420,8 +475,9 @@ void Supervisor::handle_listener() {
     // pid 1 installs the filter before it is ready, so its own calls after that, and those
     // of the program's process before its execve, come here too. That process announces the
     // execve before making it, so once any of the program's calls is here, the announcement
-    // is already queued: read it first. pid 1's pid cannot be reused while it is unreaped.
-    if (!exec_seen_ && control_) handle_control();
+    // is there to read (in memory, or queued on the control socket): read it first. pid 1's
+    // pid cannot be reused while it is unreaped.
+    learn_of_exec();
     const bool ours = !exec_seen_ || notification.pid == static_cast<__u32>(process_->pid());
     const auto verdict = plan_.seccomp->socket_verdict(
         static_cast<int>(notification.data.nr), notification.data.arch, notification.data.args[0]);

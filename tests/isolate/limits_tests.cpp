@@ -56,6 +56,23 @@ TEST_CASE("sleeping past the wall time is wall_time_limit" * doctest::test_suite
     CHECK(result.cpu_time_ms < result.wall_time_ms / 2);
 }
 
+// The supervisor's timer runs from `start`, before pid 1 writes the input files and the program
+// starts, and re-arms itself for the rest of the limit counted from the execve: 48 MiB of
+// input take long enough to write that stopping at the first expiry would stop short, and
+// longer than a 10 ms limit, which must not pass for a setup that never finished.
+TEST_CASE("the wall time limit counts from the execve, however long the input files took") {
+    for (const std::uint64_t limit_ms : {200, 10}) {
+        CAPTURE(limit_ms);
+        auto spec = test::probe({"sleep", "10000"});
+        spec.limits.wall_time_ms = limit_ms;
+        spec.files.push_back({"input", std::string(48u << 20, 'x')});
+        auto result = test::sandbox().run(spec);
+        CHECK(result.status == Status::wall_time_limit);
+        CHECK(result.wall_time_ms >= static_cast<double>(limit_ms));
+        CHECK(result.wall_time_ms < static_cast<double>(limit_ms) + 800);
+    }
+}
+
 TEST_CASE("a heap hog is memory_limit" * doctest::test_suite("vm")) {
     auto spec = test::probe({"hog", "1024"});
     spec.limits.memory_bytes = 64 << 20;
