@@ -19,7 +19,9 @@ BARE_ENV = {"PATH": "/usr/bin:/bin"}
 # For reference only, not the baseline: the host's bash doing what the request's bash
 # does, a script holding ":" with the bash language's environment (rootfs/bash/language.json).
 # The UTF-8 locale and the script file are the submission's work, not the sandbox's.
-SAME_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "rootfs", "bash",
+                       "language.json")) as _language:
+    SAME_ENV = json.load(_language)["env"]
 BWRAP = [
     "/usr/bin/bwrap", "--unshare-all",
     "--ro-bind", "/usr", "/usr",

@@ -186,3 +186,18 @@ TEST_CASE("the rootfs serves C.UTF-8 from the locale archive") {
     CHECK_MESSAGE(listed["status"] == "ok", listed.dump().substr(0, 2000));
     CHECK(listed["run"]["stdout"] == "C.utf8\nC.UTF-8 1\n");
 }
+
+TEST_CASE("bash starts with SHELL set, as its passwd entry would have set it") {
+    if (!rootfs_dir()) {
+        MESSAGE("SBX_ROOTFS_DIR is not set: skipping the per-language rootfs tests");
+        return;
+    }
+    // Without SHELL in its environment, bash looks up its user's passwd entry to fill it in,
+    // asking nscd twice on the way, in every run (docs/rootfs.md); it would then not export
+    // it. The value stays the entry's.
+    Client client(rootfs_daemon().socket());
+    Json shell = run(client, "bash",
+                     "printenv SHELL || echo unset; getent passwd \"$(id -u)\" | cut -d: -f7");
+    CHECK_MESSAGE(shell["status"] == "ok", shell.dump().substr(0, 2000));
+    CHECK(shell["run"]["stdout"] == "/bin/sh\n/bin/sh\n");
+}
