@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdlib>
 
+#include "isolate/cgroup.h"
 #include "isolate/support.h"
 
 using isolate::Status;
@@ -71,6 +72,28 @@ TEST_CASE("the wall time limit counts from the execve, however long the input fi
         CHECK(result.wall_time_ms >= static_cast<double>(limit_ms));
         CHECK(result.wall_time_ms < static_cast<double>(limit_ms) + 800);
     }
+}
+
+// The same timer ends a setup that does not reach the execve within the setup timeout, here
+// 5 ms against 48 MiB of input to write: internal_error, not a wall time verdict.
+TEST_CASE("a setup slower than the setup timeout fails as internal_error") {
+    isolate::cgroup::BackendOptions options;
+    options.subtree = test::unique_cgroup_subtree("setup-timeout");
+    options.force = test::forced_cgroup_backend();
+    isolate::SandboxConfig config;
+    config.uid_base = 2'300'000;
+    config.slots = 1;
+    config.setup_timeout_ms = 5;
+    isolate::Sandbox sandbox(config, isolate::cgroup::detect_backend(options));
+    auto spec = test::probe({"hello"});
+    spec.limits.wall_time_ms = 2;
+    spec.files.push_back({"input", std::string(48u << 20, 'x')});
+    auto result = sandbox.run(spec);
+    CHECK(result.status == Status::internal_error);
+    CHECK_MESSAGE(
+        result.message.find("sandbox setup did not finish within 5 ms") != std::string::npos,
+        result.message);
+    CHECK(result.stdout_data.empty());
 }
 
 TEST_CASE("a heap hog is memory_limit" * doctest::test_suite("vm")) {
