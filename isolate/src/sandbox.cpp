@@ -156,8 +156,9 @@ class Supervisor {
     void on_exec(std::uint64_t setup_cpu_ns, std::int64_t monotonic_ns);
     void on_phase_timer();
     void on_cpu_timer();
-    // Before the execve, a share of the CPU limit: at most that much can have been used then.
-    void arm_cpu_timer();
+    // For `budget_ns` of CPU left, divided by how many CPUs could be burning it, so the kill
+    // lands within a scheduler tick of the budget without polling.
+    void arm_cpu_timer(std::uint64_t budget_ns);
     void check_cpu();
     void kill_sandbox();
     void adopt_listener(UniqueFd listener);
@@ -230,7 +231,7 @@ void Supervisor::start() {
     started_at_ = Clock::now();
     arm_timer(phase_timer_.get(), std::min(std::chrono::milliseconds(config_.setup_timeout_ms),
                                            std::chrono::milliseconds(spec_.limits.wall_time_ms)));
-    arm_cpu_timer();
+    arm_cpu_timer(spec_.limits.cpu_time_ms * 1'000'000);
     if (spec_.stdin_data.empty())
         stdin_.write_end.reset();
     else
@@ -436,18 +437,16 @@ void Supervisor::on_cpu_timer() {
     if (exec_seen_)
         check_cpu();
     else if (!facts_.setup_error)
-        arm_cpu_timer();
+        arm_cpu_timer(spec_.limits.cpu_time_ms * 1'000'000);  // the program has used none yet
 }
 
-void Supervisor::arm_cpu_timer() {
-    const auto share =
-        std::chrono::nanoseconds(spec_.limits.cpu_time_ms * 1'000'000 / parallelism_);
+void Supervisor::arm_cpu_timer(std::uint64_t budget_ns) {
+    const auto share = std::chrono::nanoseconds(budget_ns / parallelism_);
     arm_timer(cpu_timer_.get(),
               std::max<std::chrono::nanoseconds>(share, std::chrono::microseconds(500)));
 }
 
-// Re-arms itself for the remaining budget divided by how many CPUs could be burning it, so
-// the kill lands within a scheduler tick of the budget without polling.
+// Kills at the budget, or re-arms for what is left of it.
 void Supervisor::check_cpu() {
     if (exited_seen_ || facts_.cpu_exceeded) return;
     std::uint64_t limit = spec_.limits.cpu_time_ms * 1'000'000;
@@ -458,10 +457,7 @@ void Supervisor::check_cpu() {
         kill_sandbox();
         return;
     }
-    std::uint64_t remaining = limit - used;
-    auto delay = std::chrono::nanoseconds(remaining / parallelism_);
-    arm_timer(cpu_timer_.get(),
-              std::max<std::chrono::nanoseconds>(delay, std::chrono::microseconds(500)));
+    arm_cpu_timer(limit - used);
 }
 
 void Supervisor::handle_listener() {
