@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <memory>
 
 #include "harness.h"
 
@@ -81,6 +82,16 @@ Daemon& rootfs_daemon() {
     return daemon;
 }
 
+// A client of the daemon over the built rootfs; null, and said so, where SBX_ROOTFS_DIR is
+// unset: developers may run daemon_tests without the rootfs; scripts/test always sets it.
+std::unique_ptr<Client> rootfs_client() {
+    if (!rootfs_dir()) {
+        MESSAGE("SBX_ROOTFS_DIR is not set: skipping the per-language rootfs tests");
+        return nullptr;
+    }
+    return std::make_unique<Client>(rootfs_daemon().socket());
+}
+
 Json run(Client& client, const std::string& language, const std::string& code, Json extra = {}) {
     Json request = execute(language, code, std::move(extra));
     if (!request.contains("limits")) request["limits"] = Json::object();
@@ -92,13 +103,9 @@ Json run(Client& client, const std::string& language, const std::string& code, J
 }  // namespace
 
 TEST_CASE("every language of the built rootfs: hello, stdin, exit code, compile error, memory") {
-    if (!rootfs_dir()) {
-        // Developers may run daemon_tests without the rootfs; scripts/test always sets it.
-        MESSAGE("SBX_ROOTFS_DIR is not set: skipping the per-language rootfs tests");
-        return;
-    }
-    Client client(rootfs_daemon().socket());
-    Json languages = client.call({{"op", "languages"}})["languages"];
+    const auto client = rootfs_client();
+    if (!client) return;
+    Json languages = client->call({{"op", "languages"}})["languages"];
     for (const auto& language : kLanguages) {
         CAPTURE(language.name);
         auto listed = std::find_if(languages.begin(), languages.end(),
@@ -109,20 +116,20 @@ TEST_CASE("every language of the built rootfs: hello, stdin, exit code, compile 
         CHECK((*listed)["version"] == Json::parse(manifest)["version"]);
         CHECK((*listed)["compiled"] == (language.compile_error != nullptr));
 
-        Json hello = run(client, language.name, language.hello);
+        Json hello = run(*client, language.name, language.hello);
         CHECK_MESSAGE(hello["status"] == "ok", hello.dump().substr(0, 2000));
         CHECK(hello["run"]["stdout"] == "hello\n");
 
-        Json echo = run(client, language.name, language.echo, {{"stdin", "one\ntwo ü\n"}});
+        Json echo = run(*client, language.name, language.echo, {{"stdin", "one\ntwo ü\n"}});
         CHECK_MESSAGE(echo["status"] == "ok", echo.dump().substr(0, 2000));
         CHECK(echo["run"]["stdout"] == "one\ntwo ü\n");
 
-        Json failed = run(client, language.name, language.exit3);
+        Json failed = run(*client, language.name, language.exit3);
         CHECK(failed["status"] == "runtime_error");
         CHECK(failed["run"]["exit_code"] == 3);
 
         if (language.compile_error) {
-            Json broken = run(client, language.name, language.compile_error);
+            Json broken = run(*client, language.name, language.compile_error);
             CHECK(broken["status"] == "compile_error");
             CHECK_MESSAGE(
                 broken["compile"]["stderr"].get<std::string>().find("nope") != std::string::npos,
@@ -136,26 +143,23 @@ TEST_CASE("every language of the built rootfs: hello, stdin, exit code, compile 
             if (!fs::exists(threads / file)) continue;
             std::ifstream in(threads / file);
             std::string code((std::istreambuf_iterator<char>(in)), {});
-            Json threaded = run(client, language.name, code);
+            Json threaded = run(*client, language.name, code);
             CHECK_MESSAGE(threaded["status"] == "ok", threaded.dump().substr(0, 2000));
             CHECK(threaded["run"]["stdout"].get<std::string>().find("threads ok") !=
                   std::string::npos);
         }
 
-        Json hog = run(client, language.name, language.memory_hog,
+        Json hog = run(*client, language.name, language.memory_hog,
                        {{"limits", {{"memory_bytes", 128 << 20}}}});
         CHECK_MESSAGE(hog["status"] == "memory_limit", hog.dump().substr(0, 2000));
     }
 }
 
 TEST_CASE("localhost and the sandbox's own hostname resolve") {
-    if (!rootfs_dir()) {
-        MESSAGE("SBX_ROOTFS_DIR is not set: skipping the per-language rootfs tests");
-        return;
-    }
     // From the rootfs's /etc/hosts: there is no DNS in a sandbox.
-    Client client(rootfs_daemon().socket());
-    Json resolved = run(client, "bash",
+    const auto client = rootfs_client();
+    if (!client) return;
+    Json resolved = run(*client, "bash",
                         "getent hosts localhost\n"
                         "getent hosts \"$(hostname)\"\n"
                         "getent hosts 127.0.0.1");
@@ -165,7 +169,7 @@ TEST_CASE("localhost and the sandbox's own hostname resolve") {
           "127.0.1.1       sandbox\n"
           "127.0.0.1       localhost\n");
     // A server and its client in one program, by name.
-    Json served = run(client, "python",
+    Json served = run(*client, "python",
                       "import socket\n"
                       "server = socket.create_server(('localhost', 0))\n"
                       "client = socket.create_connection(('localhost', server.getsockname()[1]))\n"
@@ -175,28 +179,22 @@ TEST_CASE("localhost and the sandbox's own hostname resolve") {
 }
 
 TEST_CASE("the rootfs serves C.UTF-8 from the locale archive") {
-    if (!rootfs_dir()) {
-        MESSAGE("SBX_ROOTFS_DIR is not set: skipping the per-language rootfs tests");
-        return;
-    }
     // Every language runs with LANG=C.UTF-8; from the archive each setlocale() is one open
     // and one mapping instead of a dozen files (docs/performance.md, session 8).
-    Client client(rootfs_daemon().socket());
-    Json listed = run(client, "bash", "localedef --list-archive\nx=é\necho \"$LANG ${#x}\"");
+    const auto client = rootfs_client();
+    if (!client) return;
+    Json listed = run(*client, "bash", "localedef --list-archive\nx=é\necho \"$LANG ${#x}\"");
     CHECK_MESSAGE(listed["status"] == "ok", listed.dump().substr(0, 2000));
     CHECK(listed["run"]["stdout"] == "C.utf8\nC.UTF-8 1\n");
 }
 
 TEST_CASE("bash starts with SHELL set, as its passwd entry would have set it") {
-    if (!rootfs_dir()) {
-        MESSAGE("SBX_ROOTFS_DIR is not set: skipping the per-language rootfs tests");
-        return;
-    }
     // Without SHELL in its environment, bash looks up its user's passwd entry to fill it in,
     // asking nscd twice on the way, in every run (docs/rootfs.md); it would then not export
     // it. The value stays the entry's.
-    Client client(rootfs_daemon().socket());
-    Json shell = run(client, "bash",
+    const auto client = rootfs_client();
+    if (!client) return;
+    Json shell = run(*client, "bash",
                      "printenv SHELL || echo unset; getent passwd \"$(id -u)\" | cut -d: -f7");
     CHECK_MESSAGE(shell["status"] == "ok", shell.dump().substr(0, 2000));
     CHECK(shell["run"]["stdout"] == "/bin/sh\n/bin/sh\n");
