@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
@@ -114,7 +115,8 @@ Connection::Connection(asio::local::stream_protocol::socket socket, Server& serv
       hang_up_timer_(socket_.get_executor()),
       server_(server),
       services_(services),
-      chunk_(new char[kReadChunk]) {
+      chunk_(new char[kReadChunk]),
+      socket_fd_(socket_.native_handle()) {
     ucred credentials{};
     socklen_t length = sizeof credentials;
     if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &credentials, &length) ==
@@ -135,6 +137,10 @@ void Connection::start() {
         return;
     }
     services_.log.write(LogLevel::debug, "connect", fields);
+    {
+        std::lock_guard lock(direct_mutex_);
+        direct_writes_ = true;
+    }
     read_more();
 }
 
@@ -315,12 +321,16 @@ void Connection::handle_execute(protocol::RequestId id, protocol::ExecuteRequest
                                            std::string("execute failed: ") + error.what()});
         }
         const double total_ms = elapsed_ms(received);
+        if (self->send_from_slot(line)) line.clear();
         asio::post(self->socket_.get_executor(), [self, id, ticket, line = std::move(line), summary,
                                                   queue_ms, total_ms, job]() mutable {
             self->in_flight_.erase(ticket);
             // The answer first: formatting and writing the log line took ~30 us of the
             // request's path. A client may see the answer a moment before the line.
-            self->send(std::move(line));
+            if (line.empty())
+                self->write_next();  // whatever the direct write left unsent
+            else
+                self->send(std::move(line));
             self->services_.log.write(LogLevel::info, "request",
                                       LogFields()
                                           .add("id", self->id_text(id))
@@ -380,8 +390,34 @@ void Connection::send(std::string line) {
     write_next();
 }
 
+bool Connection::send_from_slot(const std::string& line) {
+    std::lock_guard lock(direct_mutex_);
+    if (!direct_writes_) return false;
+    ssize_t sent;
+    do {
+        sent = ::send(socket_fd_, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    const std::size_t written = sent > 0 ? static_cast<std::size_t>(sent) : 0;
+    if (written < line.size()) {
+        // A full socket or an error: the strand writes the rest (or meets the error and
+        // abandons the connection), and nothing else goes out before it.
+        direct_writes_ = false;
+        direct_unsent_.assign(line, written);
+    }
+    return true;
+}
+
 void Connection::write_next() {
     if (writing_ || closed_) return;
+    {
+        std::lock_guard lock(direct_mutex_);
+        if (!direct_unsent_.empty()) {
+            outbox_bytes_ += direct_unsent_.size();
+            outbox_.push_front(std::move(direct_unsent_));
+            direct_unsent_.clear();
+        }
+        direct_writes_ = outbox_.empty() && !close_after_flush_;
+    }
     if (outbox_.empty()) {
         if (close_after_flush_) {
             close();
@@ -427,6 +463,11 @@ void Connection::abandon(std::string_view why) {
 void Connection::close() {
     if (closed_) return;
     closed_ = true;
+    {
+        std::lock_guard lock(direct_mutex_);
+        direct_writes_ = false;
+        direct_unsent_.clear();
+    }
     // Work still running for us is cancelled: nobody will read its answer.
     for (auto& [ticket, token] : in_flight_) services_.scheduler.withdraw(token);
     in_flight_.clear();
