@@ -252,6 +252,25 @@ TEST_CASE("a rootfs replaced on disk is the one the next run sees") {
     CHECK(marker() == "new");
 }
 
+// A deployment may switch rootfs versions by re-pointing a symlink ("current" -> v2): the
+// rootfs is resolved again for every sandbox, not remembered by the path it was given.
+TEST_CASE("a rootfs reached through a symlink is the one the symlink points at now") {
+    test::TempRootfs first, second;
+    std::ofstream(first.path() + "/marker") << "first";
+    std::ofstream(second.path() + "/marker") << "second";
+    const std::string link = first.path() + ".current";
+    std::filesystem::remove(link);
+    std::filesystem::create_directory_symlink(first.path(), link);
+    auto marker = [&] { return output_on(link, test::probe({"cat", "/marker"})); };
+    CHECK(marker() == "first");
+    const std::string staged = link + ".new";
+    std::filesystem::remove(staged);
+    std::filesystem::create_directory_symlink(second.path(), staged);
+    std::filesystem::rename(staged, link);  // atomically, as a deployment would
+    CHECK(marker() == "second");
+    std::filesystem::remove(link);
+}
+
 // A template is a private copy of the rootfs's mounts as they were when it was built; the
 // host's later mounts and unmounts below a rootfs must still reach the next run. This process
 // is in a mount namespace of its own (dev_mounts.h), which stands for the host's here.
