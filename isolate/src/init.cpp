@@ -70,6 +70,15 @@ int supervise_program(const ChildPlan& plan, pid_t program) noexcept {
 }
 
 void kill_everything_else() noexcept {
+    // Every other process of the namespace is our child: the program's descendants are
+    // reparented to us. With none (the usual end of a run) there is nothing to kill, and
+    // kill(-1) would walk every process of the host to find that out.
+    for (;;) {
+        const pid_t reaped = ::waitpid(-1, nullptr, WNOHANG | __WALL);
+        if (reaped < 0 && errno == ECHILD) return;
+        if (reaped < 0 && errno == EINTR) continue;
+        break;
+    }
     // pid 1 is exempt from kill(-1), so this ends every other process in the namespace.
     ::kill(-1, SIGKILL);
     for (;;) {
