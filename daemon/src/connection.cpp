@@ -445,7 +445,8 @@ void Connection::write_next() {
 void Connection::close_when_flushed() {
     if (closed_) return;
     close_after_flush_ = true;
-    if (!writing_ && outbox_.empty()) close();
+    // Through write_next(): a tail a slot thread's write left unsent goes out before the close.
+    write_next();
 }
 
 void Connection::abandon(std::string_view why) {
