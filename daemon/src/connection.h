@@ -2,8 +2,10 @@
 
 // One client connection: newline-framed requests in, one response line per request out,
 // in completion order (pipelined requests may be answered out of order). Everything here runs
-// on the connection's strand, except that a slot thread writes its answer to the socket itself
-// when nothing else is being written (send_from_slot); the rest it posts to the strand.
+// on the connection's strand, except a slot thread's finishing of its request: it writes the
+// answer to the socket itself when nothing else is being written (send_from_slot) and writes
+// the log line; only what it cannot finish (an answer to queue, a connection to close) it
+// posts to the strand, so the I/O thread usually sleeps on.
 
 #include <sys/types.h>
 
@@ -58,6 +60,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     bool send_from_slot(const std::string& line);
     void send_error(const protocol::Error& error, std::string_view op);
     void write_next();
+    bool nothing_in_flight();
     // The client is gone: drop its queued work, kill its running sandboxes, close.
     void abandon(std::string_view why);
     void close();
@@ -76,7 +79,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::size_t scanned_ = 0;  // input_[0, scanned_) holds no '\n'
     std::unique_ptr<char[]> chunk_;
     bool reading_ = false;
-    bool input_ended_ = false;
     bool close_after_flush_ = false;
     bool closed_ = false;
 
@@ -85,15 +87,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
     bool writing_ = false;
 
     // The socket's descriptor, for slot threads, which must not touch socket_ itself. Only
-    // written to while direct_writes_ is true, under direct_mutex_: close() clears it first,
+    // written to while direct_writes_ is true, under answer_mutex_: close() clears it first,
     // so a reused descriptor number is never written to.
     const int socket_fd_;
-    std::mutex direct_mutex_;
-    bool direct_writes_ = false;  // guarded: open, no write in flight, nothing queued
-    std::string direct_unsent_;   // guarded: the tail a direct write could not write
+    // Guards what slot threads share with the strand, below. Only the strand writes
+    // input_ended_, so the strand may read it without the lock.
+    std::mutex answer_mutex_;
+    bool direct_writes_ = false;  // open, no write in flight, nothing queued
+    std::string direct_unsent_;   // the tail a direct write could not write
+    std::map<std::uint64_t, std::shared_ptr<CancelToken>> in_flight_;
+    bool input_ended_ = false;
 
     std::uint64_t next_ticket_ = 0;
-    std::map<std::uint64_t, std::shared_ptr<CancelToken>> in_flight_;
 };
 
 }  // namespace sandboxd

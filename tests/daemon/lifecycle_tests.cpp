@@ -81,6 +81,8 @@ TEST_CASE("a client that half-closes still gets its answer" * doctest::test_suit
     auto response = client.read(20s);
     REQUIRE(response);
     CHECK((*response)["run"]["stdout"] == "done\n");
+    // Nothing more will come: the daemon closes its side once the last answer is out.
+    CHECK(client.closed_by_peer(5s));
 }
 
 TEST_CASE("SIGTERM: queued requests get shutting_down, running ones finish, exit 0, nothing left" *
