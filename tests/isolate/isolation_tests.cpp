@@ -777,30 +777,27 @@ TEST_CASE("a slot keeps its network namespace only while its runs leave no trace
 // copy-on-write clone of the supervisor, and a network namespace the run makes itself (as
 // `sandboxd exec` does). Both must confine as fully as the shared-memory start.
 TEST_CASE("with pid 1 as a copy and no prepared namespaces, a run is as confined") {
-    isolate::cgroup::BackendOptions options;
-    options.subtree = test::cgroup_subtree() + "-copy";
-    options.force = test::forced_cgroup_backend();
     isolate::SandboxConfig config;
     config.uid_base = 2'000'000;
     config.prepared_netns = 0;
     config.init_shares_memory = false;
-    isolate::Sandbox copy(config, isolate::cgroup::detect_backend(options));
+    auto copy = test::own_sandbox("sbx-test-copy-", config);
 
-    auto hello = copy.run(test::probe({"hello"}));
+    auto hello = copy->run(test::probe({"hello"}));
     CHECK(hello.status == Status::ok);
     CHECK(hello.stdout_data == "hello\n");
     CHECK(hello.memory_bytes > 0);
-    auto exited = copy.run(test::probe({"exit", "42"}));
+    auto exited = copy->run(test::probe({"exit", "42"}));
     CHECK(exited.status == Status::runtime_error);
     CHECK(exited.exit_code == 42);
-    auto status = copy.run(test::probe({"status"}));
+    auto status = copy->run(test::probe({"status"}));
     REQUIRE(status.status == Status::ok);
     CHECK(field(status.stdout_data, "CapEff") == "0000000000000000");
     CHECK(field(status.stdout_data, "Seccomp") == "2");
-    CHECK(copy.run(test::probe({"pid"})).stdout_data == "pid 2 ppid 1\n");
-    CHECK(copy.run(test::probe({"loopback"})).stdout_data == "self-connect ok\n");
-    CHECK(copy.run(test::probe({"net-traces"})).stdout_data ==
+    CHECK(copy->run(test::probe({"pid"})).stdout_data == "pid 2 ppid 1\n");
+    CHECK(copy->run(test::probe({"loopback"})).stdout_data == "self-connect ok\n");
+    CHECK(copy->run(test::probe({"net-traces"})).stdout_data ==
           "tcp=0 unix=0 lo_packets=0 active_opens=0\n");
-    auto devices = copy.run(test::probe({"cat", "/proc/net/dev"}));
+    auto devices = copy->run(test::probe({"cat", "/proc/net/dev"}));
     CHECK(std::count(devices.stdout_data.begin(), devices.stdout_data.end(), '\n') == 3);
 }

@@ -8,7 +8,6 @@
 #include <csignal>
 #include <cstdlib>
 
-#include "isolate/cgroup.h"
 #include "isolate/support.h"
 
 using isolate::Status;
@@ -77,18 +76,15 @@ TEST_CASE("the wall time limit counts from the execve, however long the input fi
 // The same timer ends a setup that does not reach the execve within the setup timeout, here
 // 5 ms against 48 MiB of input to write: internal_error, not a wall time verdict.
 TEST_CASE("a setup slower than the setup timeout fails as internal_error") {
-    isolate::cgroup::BackendOptions options;
-    options.subtree = test::unique_cgroup_subtree("setup-timeout");
-    options.force = test::forced_cgroup_backend();
     isolate::SandboxConfig config;
     config.uid_base = 2'300'000;
     config.slots = 1;
     config.setup_timeout_ms = 5;
-    isolate::Sandbox sandbox(config, isolate::cgroup::detect_backend(options));
+    auto sandbox = test::own_sandbox("setup-timeout", config);
     auto spec = test::probe({"hello"});
     spec.limits.wall_time_ms = 2;
     spec.files.push_back({"input", std::string(48u << 20, 'x')});
-    auto result = sandbox.run(spec);
+    auto result = sandbox->run(spec);
     CHECK(result.status == Status::internal_error);
     CHECK_MESSAGE(
         result.message.find("sandbox setup did not finish within 5 ms") != std::string::npos,

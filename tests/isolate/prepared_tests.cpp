@@ -26,11 +26,8 @@ constexpr unsigned kSlot = 3;
 // A sandbox that builds ahead as the daemon's does, in a cgroup subtree of its own.
 std::unique_ptr<isolate::Sandbox> preparing_sandbox(const std::string& name,
                                                     isolate::SandboxConfig config) {
-    isolate::cgroup::BackendOptions options;
-    options.subtree = test::unique_cgroup_subtree(name);
-    options.force = test::forced_cgroup_backend();
     config.prepare_ahead = true;
-    return std::make_unique<isolate::Sandbox>(config, isolate::cgroup::detect_backend(options));
+    return test::own_sandbox(name, config);
 }
 
 struct PreparingSandbox {

@@ -140,6 +140,14 @@ std::string unique_cgroup_subtree(const std::string& prefix) {
     return prefix + std::to_string(::getpid()) + "-" + std::to_string(++counter);
 }
 
+std::unique_ptr<isolate::Sandbox> own_sandbox(const std::string& name,
+                                              const isolate::SandboxConfig& config) {
+    isolate::cgroup::BackendOptions options;
+    options.subtree = unique_cgroup_subtree(name);
+    options.force = forced_cgroup_backend();
+    return std::make_unique<isolate::Sandbox>(config, isolate::cgroup::detect_backend(options));
+}
+
 int wait_status(pid_t pid) {
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {

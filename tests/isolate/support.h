@@ -3,6 +3,7 @@
 // Shared fixtures for the kernel-level tests: a rootfs made from the host's /usr, one
 // Sandbox for the whole test binary, and helpers to run the probe program inside.
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,10 @@ isolate::RunSpec command(std::vector<std::string> argv);
 
 // A cgroup subtree name no other test uses: prefix, this process's pid, a counter.
 std::string unique_cgroup_subtree(const std::string& prefix);
+// A Sandbox with `config` of its own, in a fresh cgroup subtree (unique_cgroup_subtree(name)),
+// on the forced backend; for tests that need settings sandbox() does not have.
+std::unique_ptr<isolate::Sandbox> own_sandbox(const std::string& name,
+                                              const isolate::SandboxConfig& config);
 // waitpid(pid) through EINTR; the wait status.
 int wait_status(pid_t pid);
 
