@@ -10,7 +10,7 @@ daemons measured one after the other differed by more than the changes measured 
 
 With 1 client (the default) it prints each daemon's latency (request written to answer read);
 with 2 it prints each daemon's CPU per run, its own and its reaped sandboxes' (from
-/proc/<pid>/stat, in clock ticks). Kernel threads' work (RCU callbacks, kworkers) is in
+bench.proc_times, from /proc/<pid>/stat). Kernel threads' work (RCU callbacks, kworkers) is in
 neither. Needs root and the bash language in LANGUAGE_DIR (default /var/lib/sandboxd/rootfs).
 Stops only the daemons it started, by pid.
 """
@@ -56,11 +56,6 @@ def alternate(socks, pairs, first, latencies=None):
                 latencies[i].append(ns)
 
 
-def cpu_ticks(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3000, help="requests per daemon")
@@ -91,7 +86,7 @@ def main():
                           f"p99 {values[n * 99 // 100] / 1e6:.3f} "
                           f"mean {sum(values) / n / 1e6:.3f} ms ({n} runs)")
             else:
-                before = [cpu_ticks(d.pid) for d, _ in daemons]
+                before = [bench.proc_times(d.pid) for d, _ in daemons]
                 workers = [multiprocessing.Process(target=alternate,
                                                    args=(socks, args.runs // 2, k))
                            for k in range(2)]
@@ -99,12 +94,11 @@ def main():
                     w.start()
                 for w in workers:
                     w.join()
-                after = [cpu_ticks(d.pid) for d, _ in daemons]
-                tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
+                after = [bench.proc_times(d.pid) for d, _ in daemons]
                 runs = args.runs // 2 * 2
                 for name, b, a in zip(names, before, after):
-                    own = (a[0] - b[0]) * tick_ms / runs
-                    reaped = (a[1] - b[1]) * tick_ms / runs
+                    own = (a[0] - b[0]) * 1e3 / runs
+                    reaped = (a[1] - b[1]) * 1e3 / runs
                     print(f"{name:24s} CPU per run: daemon {own:.3f} + sandboxes {reaped:.3f} "
                           f"= {own + reaped:.3f} ms ({runs} runs)")
         finally:
