@@ -670,9 +670,22 @@ TEST_CASE("cgroup hands a run's directories on with nothing of the run") {
     }
     a->kill_all();
     CHECK(killed_by_sigkill(child.wait()));
-    // The burner is this process's to reap now; a zombie would still count in pids.current.
-    std::this_thread::sleep_for(20ms);
-    reap_exited();
+    // The kill is asynchronous, and a set is handed on only once nothing runs in it. The
+    // burner is this process's to reap; a zombie would still count in pids.current. An
+    // emulated guest can take longer than any fixed pause for both.
+    const auto empty_by = std::chrono::steady_clock::now() + 10s;
+    auto run_gone = [&] {
+        for (const auto& dir : subtrees) {
+            const auto d = dir / name;
+            if (!first_line(d / "cgroup.procs").empty()) return false;
+            if (stdfs::exists(d / "pids.current") && first_line(d / "pids.current") != "0")
+                return false;
+        }
+        return true;
+    };
+    for (reap_exited(); !run_gone() && std::chrono::steady_clock::now() < empty_by; reap_exited())
+        std::this_thread::sleep_for(5ms);
+    REQUIRE(run_gone());
     a.reset();
     CHECK(dirs_below(subtrees).size() == handed_on.size());
 
