@@ -162,15 +162,17 @@ const char* to_string(ChildStep step);
 
 // The messages on the SOCK_SEQPACKET control socket between supervisor and sandbox.
 enum class ControlType : std::uint32_t {
-    go = 1,  // supervisor -> init: maps written, cgroup joined
-    error,   // init or program -> supervisor: a setup step failed
-    exec,    // program -> supervisor: about to execve
-    exited,  // init -> supervisor: the program's wait status
-    file,    // init -> supervisor: a collected file; carries its fd (or an errno)
-    done,    // init -> supervisor: everything sent
-    ready,   // init -> supervisor: the sandbox is built and filtered; waiting for the program's
-             // part of the plan; carries the seccomp listener fd
-    start,   // supervisor -> init: the program's part of the plan is filled in; run it
+    go = 1,    // supervisor -> init: maps written, cgroup joined
+    error,     // init or program -> supervisor: a setup step failed
+    exec,      // program -> supervisor: about to execve
+    exited,    // init -> supervisor: the program's wait status
+    file,      // init -> supervisor: a collected file; carries its fd (or an errno)
+    done,      // init -> supervisor: everything sent
+    ready,     // init -> supervisor: the sandbox is built and filtered; waiting for the program's
+               // part of the plan; carries the seccomp listener fd
+    start,     // supervisor -> init: the program's part of the plan is filled in; run it
+    finished,  // init -> supervisor: exited and done in one; nothing else was left to kill
+               // and no file is collected
 };
 
 struct ControlMessage {
@@ -180,10 +182,12 @@ struct ControlMessage {
     std::int32_t error;  // errno
     std::int32_t wait_status;
     // Measured inside, because the supervisor may be scheduled late: exec carries the CPU that
-    // setup cost (pid 1 up to the fork plus the program's process up to execve); done carries
-    // pid 1's own CPU after the fork; both are charged to the cgroup but are not the program's.
+    // setup cost (pid 1 up to the fork plus the program's process up to execve); done and
+    // finished carry pid 1's own CPU after the fork; both are charged to the cgroup but are
+    // not the program's.
     std::uint64_t cpu_ns = 0;
-    // CLOCK_MONOTONIC: exec, just before execve; exited, when the program was reaped.
+    // CLOCK_MONOTONIC: exec, just before execve; exited and finished, when the program was
+    // reaped.
     std::int64_t monotonic_ns = 0;
 };
 

@@ -55,11 +55,11 @@ void send_or_die(const ChildPlan& plan, const ControlMessage& message, int fd = 
     if (!send_control(plan.control_fd, message, fd)) ::_exit(125);
 }
 
-// Runs the program and returns its wait status.
-int supervise_program(const ChildPlan& plan, pid_t program) noexcept {
-    ::close(plan.stdin_fd);
-    ::close(plan.stdout_fd);
-    ::close(plan.stderr_fd);
+// Runs the program and returns its wait status. Our copies of its stdio stay open until we
+// exit: the supervisor does not wait for EOF (it drains the pipes once we say every other
+// process is gone), and closing them here would wake it while the program's exit still
+// has our CPU.
+int supervise_program(pid_t program) noexcept {
     for (;;) {
         int status = 0;
         pid_t reaped = ::waitpid(-1, &status, __WALL);
@@ -69,16 +69,20 @@ int supervise_program(const ChildPlan& plan, pid_t program) noexcept {
     }
 }
 
-void kill_everything_else() noexcept {
-    // Every other process of the namespace is our child: the program's descendants are
-    // reparented to us. With none (the usual end of a run) there is nothing to kill, and
-    // kill(-1) would walk every process of the host to find that out.
+// Every other process of the namespace is our child: the program's descendants are
+// reparented to us. With none (the usual end of a run) there is nothing to kill, and kill(-1)
+// would walk every process of the host to find that out.
+bool nothing_else_left() noexcept {
     for (;;) {
         const pid_t reaped = ::waitpid(-1, nullptr, WNOHANG | __WALL);
-        if (reaped < 0 && errno == ECHILD) return;
+        if (reaped < 0 && errno == ECHILD) return true;
         if (reaped < 0 && errno == EINTR) continue;
-        break;
+        return false;
     }
+}
+
+void kill_everything_else() noexcept {
+    if (nothing_else_left()) return;
     // pid 1 is exempt from kill(-1), so this ends every other process in the namespace.
     ::kill(-1, SIGKILL);
     for (;;) {
@@ -282,14 +286,26 @@ void run_init(const ChildPlan& plan) noexcept {
         die_reporting(plan, failure);
     }
 
-    int status = supervise_program(plan, static_cast<pid_t>(program));
+    int status = supervise_program(static_cast<pid_t>(program));
+    const std::int64_t exited_at = clock_ns(CLOCK_MONOTONIC);
+    auto own_cpu_since_fork = [&] {
+        return static_cast<std::uint64_t>(clock_ns(CLOCK_PROCESS_CPUTIME_ID)) - cpu_at_fork;
+    };
+    // The usual end: one message, so the supervisor, which shares our CPU, wakes once.
+    if (plan.collect.empty() && nothing_else_left()) {
+        ControlMessage finished{ControlType::finished, ChildStep::program_exec, 0, 0, status};
+        finished.monotonic_ns = exited_at;
+        finished.cpu_ns = own_cpu_since_fork();
+        send_or_die(plan, finished);
+        ::_exit(0);
+    }
     ControlMessage exited{ControlType::exited, ChildStep::program_exec, 0, 0, status};
-    exited.monotonic_ns = clock_ns(CLOCK_MONOTONIC);
+    exited.monotonic_ns = exited_at;
     send_or_die(plan, exited);
     kill_everything_else();
     send_collected_files(plan, workdir_fd);
     ControlMessage done{ControlType::done, ChildStep::program_exec, 0, 0, 0};
-    done.cpu_ns = static_cast<std::uint64_t>(clock_ns(CLOCK_PROCESS_CPUTIME_ID)) - cpu_at_fork;
+    done.cpu_ns = own_cpu_since_fork();
     send_or_die(plan, done);
     ::_exit(0);
 }

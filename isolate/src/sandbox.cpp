@@ -147,8 +147,12 @@ class Supervisor {
     void start();
     void event_loop();
     void handle_control();
+    void on_exited(const ControlMessage& message);
+    void on_done(const ControlMessage& message);
     void handle_listener();
     void handle_output(UniqueFd& fd, std::string& sink, bool& truncated);
+    // Reads what is left in both pipes and closes them, once no process can write more.
+    void drain_output();
     void feed_stdin();
     // Learns of the program's execve if it has been announced; call before anything that
     // depends on whether it has.
@@ -308,7 +312,20 @@ void Supervisor::event_loop() {
             disarm_timer(phase_timer_.get());
             listener_.reset();
         }
+        // After "done" every process but pid 1 is gone, and pid 1 never writes to the pipes:
+        // what they hold is all there is. pid 1 keeps their write ends until it exits, so
+        // EOF would come only then.
+        if (done_seen_ || init_dead_) drain_output();
     }
+}
+
+void Supervisor::drain_output() {
+    if (stdout_.read_end)
+        handle_output(stdout_.read_end, result_.stdout_data, result_.stdout_truncated);
+    if (stderr_.read_end)
+        handle_output(stderr_.read_end, result_.stderr_data, result_.stderr_truncated);
+    stdout_.read_end.reset();
+    stderr_.read_end.reset();
 }
 
 void Supervisor::handle_control() {
@@ -352,24 +369,36 @@ void Supervisor::handle_control() {
                 break;
             }
             case ControlType::exited:
-                exited_seen_ = true;
-                wall_end_ = from_monotonic_ns(message->monotonic_ns);
-                facts_.wait_status = message->wait_status;
-                disarm_timer(phase_timer_.get());
-                disarm_timer(cpu_timer_.get());
+                on_exited(*message);
                 break;
             case ControlType::file:
                 collect_file(message->index, message->error, std::move(passed));
                 break;
             case ControlType::done:
-                init_cpu_after_fork_ns_ = message->cpu_ns;
-                done_seen_ = true;
+                on_done(*message);
+                break;
+            case ControlType::finished:
+                on_exited(*message);
+                on_done(*message);
                 break;
             case ControlType::go:
             case ControlType::start:
                 break;
         }
     }
+}
+
+void Supervisor::on_exited(const ControlMessage& message) {
+    exited_seen_ = true;
+    wall_end_ = from_monotonic_ns(message.monotonic_ns);
+    facts_.wait_status = message.wait_status;
+    disarm_timer(phase_timer_.get());
+    disarm_timer(cpu_timer_.get());
+}
+
+void Supervisor::on_done(const ControlMessage& message) {
+    init_cpu_after_fork_ns_ = message.cpu_ns;
+    done_seen_ = true;
 }
 
 void Supervisor::adopt_listener(UniqueFd listener) {
