@@ -5,10 +5,12 @@
 
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -31,10 +33,20 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// From linux/seccomp.h of Linux 6.6, newer than Debian 12's headers.
+constexpr unsigned long kNotifSetFlags = SECCOMP_IOW(4, __u64);
+constexpr unsigned long kNotifSyncWakeUp = 1;
+
 Pipe make_pipe() {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
     return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+// For the supervisor's ends of the sandbox's pipes, set here rather than on the request's
+// path; the sandbox's ends stay blocking, as programs expect.
+void set_nonblocking(int fd) {
+    if (::fcntl(fd, F_SETFL, O_NONBLOCK) != 0) throw_errno("fcntl O_NONBLOCK");
 }
 
 void write_file(const std::string& path, const std::string& content) {
@@ -50,6 +62,10 @@ int init_main(void* plan) {
 }
 
 }  // namespace
+
+void prefer_synchronous_wakeups(int listener) noexcept {
+    ::ioctl(listener, kNotifSetFlags, kNotifSyncWakeUp);
+}
 
 SandboxProcess::SandboxProcess(pid_t pid, int pidfd, NamespaceReleaser* releaser)
     : pid_(pid), pidfd_(pidfd), releaser_(releaser) {
@@ -109,6 +125,9 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& 
     stdin_pipe = make_pipe();
     stdout_pipe = make_pipe();
     stderr_pipe = make_pipe();
+    set_nonblocking(stdin_pipe.write_end.get());
+    set_nonblocking(stdout_pipe.read_end.get());
+    set_nonblocking(stderr_pipe.read_end.get());
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0)
         throw_errno("socketpair");
@@ -201,6 +220,7 @@ bool PreparedSandbox::wait_until_ready(std::chrono::milliseconds timeout, std::s
         if (!message) return fail("the sandbox's pid 1 ended before it was ready");
         if (message->type == ControlType::ready) {
             if (!passed) return fail("the sandbox sent no seccomp listener");
+            prefer_synchronous_wakeups(passed.get());
             listener = std::move(passed);
             return true;
         }

@@ -35,6 +35,10 @@ struct Pipe {
     UniqueFd read_end, write_end;
 };
 
+// Linux 6.6+: a task that reports a call to `listener` hands its CPU straight to the thread
+// that answers, which saves a wake-up per reported call; older kernels refuse, which is fine.
+void prefer_synchronous_wakeups(int listener) noexcept;
+
 // The sandbox's pid 1, as seen from the host. Killed and reaped on every path out.
 class SandboxProcess {
   public:

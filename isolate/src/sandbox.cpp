@@ -51,21 +51,12 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kReadChunk = 64 * 1024;
 
-// For our ends of the sandbox's pipes, which pipe2 made with no status flag to keep.
-void set_nonblocking(int fd) {
-    if (::fcntl(fd, F_SETFL, O_NONBLOCK) != 0) throw_errno("fcntl O_NONBLOCK");
-}
-
 // steady_clock is CLOCK_MONOTONIC, which the sandbox shares (it has no time namespace).
 Clock::time_point from_monotonic_ns(std::int64_t ns) {
     if (ns <= 0) return Clock::now();
     return Clock::time_point(
         std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(ns)));
 }
-
-// From linux/seccomp.h of Linux 6.6, newer than Debian 12's headers.
-constexpr unsigned long kNotifSetFlags = SECCOMP_IOW(4, __u64);
-constexpr unsigned long kNotifSyncWakeUp = 1;
 
 UniqueFd make_timer() {
     UniqueFd fd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
@@ -115,11 +106,18 @@ class SlotClaim {
     unsigned slot_;
 };
 
+// A slot's two timers, kept from run to run rather than made for each: arming a timerfd
+// clears its expirations, and every run arms both before it polls them, so no run sees an
+// expiry of the run before.
+struct RunTimers {
+    UniqueFd phase, cpu;
+};
+
 // One run, from clone3 to the last byte of output.
 class Supervisor {
   public:
     Supervisor(const SandboxConfig& config, PreparedSandbox& box, const RunSpec& spec,
-               unsigned parallelism)
+               unsigned parallelism, RunTimers& timers)
         : config_(config),
           box_(box),
           spec_(spec),
@@ -130,7 +128,9 @@ class Supervisor {
           stdout_(box.stdout_pipe),
           stderr_(box.stderr_pipe),
           control_(box.control),
-          process_(box.process) {}
+          process_(box.process),
+          phase_timer_(timers.phase),
+          cpu_timer_(timers.cpu) {}
 
     RunResult run();
     // True when the run cannot have made a socket other than AF_UNIX: its filter reports
@@ -182,7 +182,8 @@ class Supervisor {
     Pipe &stdin_, &stdout_, &stderr_;
     UniqueFd& control_;
     std::unique_ptr<SandboxProcess>& process_;
-    UniqueFd phase_timer_, cpu_timer_, listener_;
+    UniqueFd &phase_timer_, &cpu_timer_;
+    UniqueFd listener_;
     std::size_t stdin_offset_ = 0;
 
     RunFacts facts_;
@@ -230,18 +231,13 @@ RunResult Supervisor::run() {
 // that (learn_of_exec). Each fires no later than its limit measured from the execve, and
 // re-arms itself for the rest once it knows when that was.
 void Supervisor::start() {
-    phase_timer_ = make_timer();
-    cpu_timer_ = make_timer();
+    if (!phase_timer_) phase_timer_ = make_timer();
+    if (!cpu_timer_) cpu_timer_ = make_timer();
     started_at_ = Clock::now();
     arm_timer(phase_timer_.get(), std::min(std::chrono::milliseconds(config_.setup_timeout_ms),
                                            std::chrono::milliseconds(spec_.limits.wall_time_ms)));
     arm_cpu_timer(spec_.limits.cpu_time_ms * 1'000'000);
-    if (spec_.stdin_data.empty())
-        stdin_.write_end.reset();
-    else
-        set_nonblocking(stdin_.write_end.get());
-    set_nonblocking(stdout_.read_end.get());
-    set_nonblocking(stderr_.read_end.get());
+    if (spec_.stdin_data.empty()) stdin_.write_end.reset();
     // Built ahead: wait_until_ready took the listener from `ready`.
     if (box_.listener) adopt_listener(std::move(box_.listener));
     if (box_.started()) return;
@@ -355,6 +351,7 @@ void Supervisor::handle_control() {
                     fail("the sandbox sent no seccomp listener");
                     break;
                 }
+                prefer_synchronous_wakeups(passed.get());
                 adopt_listener(std::move(passed));
                 break;
             case ControlType::error: {
@@ -404,9 +401,6 @@ void Supervisor::on_done(const ControlMessage& message) {
 void Supervisor::adopt_listener(UniqueFd listener) {
     listener_ = std::move(listener);
     listener_received_ = true;
-    // Linux 6.6+: a reporting task hands its CPU straight to this thread, which saves a
-    // wake-up per reported socket; older kernels refuse, which is fine.
-    ::ioctl(listener_.get(), kNotifSetFlags, kNotifSyncWakeUp);
 }
 
 void Supervisor::learn_of_exec() {
@@ -673,6 +667,7 @@ struct SlotSandboxes {
     // AF_UNIX, so its IP, TCP and UDP figures must be read too. Set before each run, and
     // cleared after it only if the run is known to have made none.
     bool netns_sockets_made = false;
+    RunTimers timers;
 };
 
 struct SandboxState {
@@ -803,7 +798,7 @@ RunResult Sandbox::run(const RunSpec& spec) {
         }
         const bool sockets_made_before = slot.netns_sockets_made;
         slot.netns_sockets_made = true;  // until the run is known to have made none
-        Supervisor supervisor(config_, *box, spec, std::max(1u, parallelism));
+        Supervisor supervisor(config_, *box, spec, std::max(1u, parallelism), slot.timers);
         RunResult result = supervisor.run();
         if (supervisor.let_no_socket_through()) slot.netns_sockets_made = sockets_made_before;
         if (config_.prepare_ahead) {

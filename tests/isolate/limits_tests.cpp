@@ -56,6 +56,37 @@ TEST_CASE("sleeping past the wall time is wall_time_limit" * doctest::test_suite
     CHECK(result.cpu_time_ms < result.wall_time_ms / 2);
 }
 
+// A slot keeps its two timers from run to run. Each run arms both before it polls them, which
+// clears an expiry the run before did not read; a leftover one would end the next run at once.
+TEST_CASE("a time limit that fired in one run does not reach the next run on its slot" *
+          doctest::test_suite("vm")) {
+    auto on_slot = [](isolate::RunSpec spec) {
+        spec.slot = 4;
+        return test::sandbox().run(spec);
+    };
+    auto slept_long = test::probe({"sleep", "10000"});
+    slept_long.limits.wall_time_ms = 100;
+    CHECK(on_slot(slept_long).status == Status::wall_time_limit);
+    auto spun_long = test::probe({"spin", "0"});
+    spun_long.limits.cpu_time_ms = 100;
+    CHECK(on_slot(spun_long).status == Status::time_limit);
+
+    auto sleeps = test::probe({"sleep", "300"});
+    sleeps.limits.wall_time_ms = 5000;
+    auto spins = test::probe({"spin", "200"});
+    spins.limits.cpu_time_ms = 5000;
+    for (const auto& spec : {sleeps, spins}) {
+        const auto result = on_slot(spec);
+        CHECK(result.status == Status::ok);
+        CHECK(result.wall_time_ms >= 200);
+    }
+    // And the kept timers still enforce the limits of the runs after.
+    const auto slept_again = on_slot(slept_long);
+    CHECK(slept_again.status == Status::wall_time_limit);
+    CHECK(slept_again.wall_time_ms < 1000);
+    CHECK(on_slot(spun_long).status == Status::time_limit);
+}
+
 // The supervisor's timer runs from `start`, before pid 1 writes the input files and the program
 // starts, and re-arms itself for the rest of the limit counted from the execve: 48 MiB of
 // input take long enough to write that stopping at the first expiry would stop short, and
