@@ -304,7 +304,8 @@ void Connection::handle_execute(protocol::RequestId id, protocol::ExecuteRequest
 
     auto job = std::make_shared<ExecuteJob>(ExecuteJob{
         language, std::move(request), std::move(std::get<protocol::ExecuteLimits>(limits))});
-    auto token = std::make_shared<CancelToken>();
+    if (!cancel_token_) cancel_token_ = std::make_shared<CancelToken>();
+    auto token = cancel_token_;
     const std::uint64_t ticket = next_ticket_++;
     auto self = shared_from_this();
 

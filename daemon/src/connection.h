@@ -99,6 +99,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     bool input_ended_ = false;
 
     std::uint64_t next_ticket_ = 0;
+    // One for all of the connection's runs, made with its first execute: they are only ever
+    // cancelled together, when it closes, and an eventfd per request cost a call on its path.
+    std::shared_ptr<CancelToken> cancel_token_;
 };
 
 }  // namespace sandboxd

@@ -73,6 +73,38 @@ TEST_CASE("a client that disconnects mid-run has its sandbox killed and its queu
     CHECK(daemon.log().find("event=disconnect") != std::string::npos);
 }
 
+// A connection's runs share one cancel token; another connection's must not.
+TEST_CASE("a client that disconnects cancels its own runs, never another client's" *
+          doctest::test_suite("vm")) {
+    DaemonOptions options;
+    options.slots = 2;
+    Daemon daemon(options);
+    Client staying(daemon.socket());
+    staying.send(execute("bash", "sleep 1.5; echo survived",
+                         {{"id", "staying"}, {"limits", {{"wall_time_ms", 60000}}}}));
+    {
+        Client leaving(daemon.socket());
+        leaving.send_raw(
+            execute("bash", "sleep 30", {{"id", 1}, {"limits", {{"wall_time_ms", 60000}}}}).dump() +
+            "\n" +
+            execute("bash", "sleep 30", {{"id", 2}, {"limits", {{"wall_time_ms", 60000}}}}).dump() +
+            "\n");
+        Client watcher(daemon.socket());
+        REQUIRE(eventually(
+            [&] {
+                Json stats = watcher.call({{"op", "stats"}});
+                return stats["running"] == 2 && stats["queued"] == 1;
+            },
+            10s));
+    }
+    auto answer = staying.read();
+    REQUIRE(answer);
+    CHECK((*answer)["id"] == "staying");
+    CHECK((*answer)["status"] == "ok");
+    CHECK((*answer)["run"]["stdout"] == "survived\n");
+    CHECK(no_run_left(daemon));
+}
+
 TEST_CASE("a client that half-closes still gets its answer" * doctest::test_suite("vm")) {
     Daemon daemon;
     Client client(daemon.socket());
