@@ -65,7 +65,8 @@ class Scheduler {
     Scheduler& operator=(const Scheduler&) = delete;
 
     Admission submit(std::shared_ptr<CancelToken> token, Work work, Dropped dropped);
-    // Removes the token's job if it is still queued (its owner went away); cancels it if it runs.
+    // Removes the token's jobs that are still queued (their owner went away) and cancels those
+    // that run. Jobs may share a token (a connection's do).
     void withdraw(const std::shared_ptr<CancelToken>& token);
     // Stops admitting work and calls `dropped` for every queued job. Running jobs go on.
     void stop_accepting();

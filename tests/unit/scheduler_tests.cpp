@@ -98,3 +98,30 @@ TEST_CASE("between jobs: not while draining for a shutdown") {
     // The destructor joined the slot thread: anything it was going to do, it has done.
     CHECK(events.snapshot() == std::vector<std::string>{"a@0"});
 }
+
+TEST_CASE("withdraw: every queued job of a shared token is dropped, other tokens' still run") {
+    Events events;
+    {
+        Scheduler scheduler(1, 8);
+        auto leaving = std::make_shared<CancelToken>();
+        auto staying = std::make_shared<CancelToken>();
+        REQUIRE(scheduler.submit(staying, job(events, "running", true), {}) ==
+                Scheduler::Admission::accepted);
+        for (int i = 0; i < 1000 && scheduler.stats().running == 0; ++i)
+            std::this_thread::sleep_for(1ms);
+        REQUIRE(scheduler.stats().running == 1);
+        for (const char* name : {"left-1", "left-2"})
+            REQUIRE(scheduler.submit(leaving, job(events, name), {}) ==
+                    Scheduler::Admission::accepted);
+        REQUIRE(scheduler.submit(staying, job(events, "queued"), {}) ==
+                Scheduler::Admission::accepted);
+        scheduler.withdraw(leaving);
+        CHECK(leaving->cancelled());
+        CHECK_FALSE(staying->cancelled());
+        CHECK(scheduler.stats().queued == 1);
+        events.release();
+        REQUIRE(events.wait_for_count(2));
+        REQUIRE(scheduler.wait_idle(10s));
+    }
+    CHECK(events.snapshot() == std::vector<std::string>{"running@0", "queued@0"});
+}
