@@ -39,6 +39,27 @@ bool no_run_left(const Daemon& daemon) {
     return eventually([&] { return run_processes_of_uids(daemon.uid_base(), 64).empty(); }, 10s);
 }
 
+// Waits until the daemon's stats show `running` runs and `queued` requests.
+bool stats_reach(const Daemon& daemon, int running, int queued) {
+    Client watcher(daemon.socket());
+    return eventually(
+        [&] {
+            Json stats = watcher.call({{"op", "stats"}});
+            return stats["running"] == running && stats["queued"] == queued;
+        },
+        10s);
+}
+
+// `count` requests, pipelined, that each sleep for 30 s unless something ends them.
+std::string long_sleeps(int count) {
+    std::string batch;
+    for (int i = 0; i < count; ++i)
+        batch +=
+            execute("bash", "sleep 30", {{"id", i}, {"limits", {{"wall_time_ms", 60000}}}}).dump() +
+            "\n";
+    return batch;
+}
+
 std::string sandboxctl() {
     return fs::path(SBX_SANDBOXD_BIN).parent_path() / "sandboxctl";
 }
@@ -52,50 +73,27 @@ TEST_CASE("a client that disconnects mid-run has its sandbox killed and its queu
     Daemon daemon(options);
     {
         Client client(daemon.socket());
-        std::string batch;
-        for (int i = 0; i < 3; ++i)
-            batch += execute("bash", "sleep 30", {{"id", i}, {"limits", {{"wall_time_ms", 60000}}}})
-                         .dump() +
-                     "\n";
-        client.send_raw(batch);
+        client.send_raw(long_sleeps(3));
         REQUIRE(sandbox_running(daemon));
         Client watcher(daemon.socket());
         CHECK(watcher.call({{"op", "stats"}})["queued"] == 2);
     }
     CHECK(no_run_left(daemon));
-    Client watcher(daemon.socket());
-    CHECK(eventually(
-        [&] {
-            Json stats = watcher.call({{"op", "stats"}});
-            return stats["running"] == 0 && stats["queued"] == 0;
-        },
-        10s));
+    CHECK(stats_reach(daemon, 0, 0));
     CHECK(daemon.log().find("event=disconnect") != std::string::npos);
 }
 
 // A connection's runs share one cancel token; another connection's must not.
 TEST_CASE("a client that disconnects cancels its own runs, never another client's" *
           doctest::test_suite("vm")) {
-    DaemonOptions options;
-    options.slots = 2;
-    Daemon daemon(options);
+    Daemon daemon;  // two slots: the staying run and one of the leaving client's
     Client staying(daemon.socket());
     staying.send(execute("bash", "sleep 1.5; echo survived",
                          {{"id", "staying"}, {"limits", {{"wall_time_ms", 60000}}}}));
     {
         Client leaving(daemon.socket());
-        leaving.send_raw(
-            execute("bash", "sleep 30", {{"id", 1}, {"limits", {{"wall_time_ms", 60000}}}}).dump() +
-            "\n" +
-            execute("bash", "sleep 30", {{"id", 2}, {"limits", {{"wall_time_ms", 60000}}}}).dump() +
-            "\n");
-        Client watcher(daemon.socket());
-        REQUIRE(eventually(
-            [&] {
-                Json stats = watcher.call({{"op", "stats"}});
-                return stats["running"] == 2 && stats["queued"] == 1;
-            },
-            10s));
+        leaving.send_raw(long_sleeps(2));
+        REQUIRE(stats_reach(daemon, 2, 1));
     }
     auto answer = staying.read();
     REQUIRE(answer);
