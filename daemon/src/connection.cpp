@@ -305,7 +305,6 @@ void Connection::handle_execute(protocol::RequestId id, protocol::ExecuteRequest
     auto job = std::make_shared<ExecuteJob>(ExecuteJob{
         language, std::move(request), std::move(std::get<protocol::ExecuteLimits>(limits))});
     if (!cancel_token_) cancel_token_ = std::make_shared<CancelToken>();
-    auto token = cancel_token_;
     const std::uint64_t ticket = next_ticket_++;
     auto self = shared_from_this();
 
@@ -327,14 +326,7 @@ void Connection::handle_execute(protocol::RequestId id, protocol::ExecuteRequest
         const double total_ms = elapsed_ms(received);
         // The answer first: formatting and writing the log line took ~30 us of the request's
         // path. A client may see the answer a moment before the line.
-        const bool sent = self->send_from_slot(line);
-        bool strand_needed;
-        {
-            std::lock_guard lock(self->answer_mutex_);
-            self->in_flight_.erase(ticket);
-            strand_needed = !sent || !self->direct_unsent_.empty() ||
-                            (self->input_ended_ && self->in_flight_.empty());
-        }
+        const auto [sent, strand_needed] = self->finish_from_slot(ticket, line);
         self->services_.log.write(LogLevel::info, "request",
                                   LogFields()
                                       .add("id", self->id_text(id))
@@ -374,9 +366,10 @@ void Connection::handle_execute(protocol::RequestId id, protocol::ExecuteRequest
 
     {
         std::lock_guard lock(answer_mutex_);
-        in_flight_[ticket] = token;
+        in_flight_.insert(ticket);
     }
-    const auto admission = services_.scheduler.submit(token, std::move(work), std::move(dropped));
+    const auto admission =
+        services_.scheduler.submit(cancel_token_, std::move(work), std::move(dropped));
     if (admission != Scheduler::Admission::accepted) {
         std::lock_guard lock(answer_mutex_);
         in_flight_.erase(ticket);
@@ -417,9 +410,11 @@ bool Connection::nothing_in_flight() {
     return in_flight_.empty();
 }
 
-bool Connection::send_from_slot(const std::string& line) {
+Connection::SlotFinish Connection::finish_from_slot(std::uint64_t ticket, const std::string& line) {
     std::lock_guard lock(answer_mutex_);
-    if (!direct_writes_) return false;
+    in_flight_.erase(ticket);
+    const bool close_now = input_ended_ && in_flight_.empty();
+    if (!direct_writes_) return {false, true};
     ssize_t sent;
     do {
         sent = ::send(socket_fd_, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -431,7 +426,7 @@ bool Connection::send_from_slot(const std::string& line) {
         direct_writes_ = false;
         direct_unsent_.assign(line, written);
     }
-    return true;
+    return {true, written < line.size() || close_now};
 }
 
 void Connection::write_next() {
@@ -496,15 +491,14 @@ void Connection::abandon(std::string_view why) {
 void Connection::close() {
     if (closed_) return;
     closed_ = true;
-    std::map<std::uint64_t, std::shared_ptr<CancelToken>> cancelled;
     {
         std::lock_guard lock(answer_mutex_);
         direct_writes_ = false;
         direct_unsent_.clear();
-        cancelled.swap(in_flight_);
+        in_flight_.clear();
     }
-    // Work still running for us is cancelled: nobody will read its answer.
-    for (auto& [ticket, token] : cancelled) services_.scheduler.withdraw(token);
+    // Work still queued or running for us is cancelled: nobody will read its answer.
+    if (cancel_token_) services_.scheduler.withdraw(cancel_token_);
     outbox_.clear();
     outbox_bytes_ = 0;
     boost::system::error_code ignored;

@@ -3,7 +3,7 @@
 // One client connection: newline-framed requests in, one response line per request out,
 // in completion order (pipelined requests may be answered out of order). Everything here runs
 // on the connection's strand, except a slot thread's finishing of its request: it writes the
-// answer to the socket itself when nothing else is being written (send_from_slot) and writes
+// answer to the socket itself when nothing else is being written (finish_from_slot) and writes
 // the log line; only what it cannot finish (an answer to queue, a connection to close) it
 // posts to the strand, so the I/O thread usually sleeps on.
 
@@ -11,9 +11,9 @@
 
 #include <chrono>
 #include <deque>
-#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include <boost/asio/local/stream_protocol.hpp>
@@ -57,7 +57,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // nothing is queued, so the answer does not wait for the I/O thread to wake (about 60 us
     // of the request's path). Returns false if the strand must send it. What a full socket
     // leaves unsent, write_next() writes before anything else.
-    bool send_from_slot(const std::string& line);
+    // A slot thread's end of request `ticket`, under one lock: drops it from the in-flight set
+    // and writes `line` if nothing else is being written. `strand_needed`: the answer is to be
+    // queued (not sent), a tail is left unsent, or a half-closed connection is to be closed.
+    struct SlotFinish {
+        bool sent;
+        bool strand_needed;
+    };
+    SlotFinish finish_from_slot(std::uint64_t ticket, const std::string& line);
     void send_error(const protocol::Error& error, std::string_view op);
     void write_next();
     bool nothing_in_flight();
@@ -93,9 +100,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // Guards what slot threads share with the strand, below. Only the strand writes
     // input_ended_, so the strand may read it without the lock.
     std::mutex answer_mutex_;
-    bool direct_writes_ = false;  // open, no write in flight, nothing queued
-    std::string direct_unsent_;   // the tail a direct write could not write
-    std::map<std::uint64_t, std::shared_ptr<CancelToken>> in_flight_;
+    bool direct_writes_ = false;         // open, no write in flight, nothing queued
+    std::string direct_unsent_;          // the tail a direct write could not write
+    std::set<std::uint64_t> in_flight_;  // the tickets of requests not yet answered
     bool input_ended_ = false;
 
     std::uint64_t next_ticket_ = 0;
