@@ -12,6 +12,10 @@
 
 namespace isolate {
 
+// The name `ps` shows on the host for the program's process of a sandbox built ahead, which
+// waits for its request; its execve gives it the program's name.
+inline constexpr char kWaitingProgramName[] = "sandbox-ready";
+
 struct ChildFailure {
     ChildStep step = ChildStep::wait_for_go;
     int index = 0;
@@ -46,9 +50,10 @@ bool bring_up_loopback(ChildFailure& failure) noexcept;
 // CLONE_CLEAR_SIGHAND would leave "ignore" in place.
 bool reset_signal_dispositions(ChildFailure& failure) noexcept;
 
-// The program's process: stdio, limits, execve, under pid 1's seccomp filter. Never returns.
-// `init_cpu_ns` is pid 1's CPU time at the fork, reported with the exec message as part of the
-// setup cost.
+// The program's process, under pid 1's seccomp filter: its session, stdio and CPUs, then it
+// waits for `start` (named kWaitingProgramName meanwhile), writes the input files, sets the
+// limits and execs. Never returns. `init_cpu_ns` is pid 1's CPU time at the fork, reported
+// with the exec message as part of the setup cost.
 [[noreturn]] void exec_program(const ChildPlan& plan, int workdir_fd,
                                std::uint64_t init_cpu_ns) noexcept;
 

@@ -31,6 +31,15 @@ bool send_control(int socket, const ControlMessage& message, int passed_fd) noex
     }
 }
 
+bool wait_for_control(int socket, ControlType expected) noexcept {
+    ControlMessage message{};
+    for (;;) {
+        const ssize_t got = ::recv(socket, &message, sizeof message, 0);
+        if (got < 0 && errno == EINTR) continue;
+        return got == static_cast<ssize_t>(sizeof message) && message.type == expected;
+    }
+}
+
 std::optional<ControlMessage> receive_control(int socket, UniqueFd* passed_fd) {
     ControlMessage message{};
     iovec iov{&message, sizeof message};

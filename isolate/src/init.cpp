@@ -25,8 +25,8 @@ namespace isolate {
 namespace {
 
 constexpr char kHostname[] = "sandbox";
-constexpr char kBusyName[] = "sandbox-init";
-constexpr char kIdleName[] = "sandbox-ready";
+// Our name for `ps` on the host; the program's process waiting for `start` has its own.
+constexpr char kInitName[] = "sandbox-init";
 
 // close_range cannot skip descriptors, so close the gaps between the ones we keep.
 void close_all_except(int a, int b, int c, int d, int e) noexcept {
@@ -40,15 +40,6 @@ void close_all_except(int a, int b, int c, int d, int e) noexcept {
         next = static_cast<unsigned>(fd) + 1;
     }
     ::syscall(SYS_close_range, std::max(next, 3U), ~0U, 0U);
-}
-
-bool wait_for(int control_fd, ControlType expected) noexcept {
-    ControlMessage message{};
-    for (;;) {
-        ssize_t got = ::recv(control_fd, &message, sizeof message, 0);
-        if (got < 0 && errno == EINTR) continue;
-        return got == static_cast<ssize_t>(sizeof message) && message.type == expected;
-    }
 }
 
 void send_or_die(const ChildPlan& plan, const ControlMessage& message, int fd = -1) noexcept {
@@ -136,7 +127,8 @@ bool supervisor_gone(int control_fd) noexcept {
 // of the multithreaded supervisor, cost a page-table copy, copy-on-write faults with TLB
 // shootdowns, and the copy's teardown at execve: about a third of a run's own CPU. The
 // child runs only exec_program(), which writes nothing of ours but its own stack; on
-// its own stack, since sharing ours would let its calls overwrite our frames.
+// its own stack, since sharing ours would let its calls overwrite our frames. It may sleep
+// there for long (a sandbox built ahead waits for its request), and so do we.
 struct ProgramStart {
     const ChildPlan* plan;
     int workdir_fd;
@@ -184,8 +176,7 @@ long spawn_program(const ChildPlan& plan, int workdir_fd, std::uint64_t cpu_at_f
 }  // namespace
 
 void run_init(const ChildPlan& plan) noexcept {
-    // Names for `ps` on the host: a sandbox at work, or one built ahead and idle.
-    ::prctl(PR_SET_NAME, kBusyName, 0, 0, 0);
+    ::prctl(PR_SET_NAME, kInitName, 0, 0, 0);
     // Ours are a copy of the supervisor's; the program inherits them (program.cpp). Not
     // resetting them is fatal: the program would start with signals ignored.
     {
@@ -214,7 +205,7 @@ void run_init(const ChildPlan& plan) noexcept {
         ::close(plan.started_fd);
     }
     // EOF here means the supervisor gave up (or died) before the sandbox was ready.
-    if (!wait_for(plan.control_fd, ControlType::go)) ::_exit(125);
+    if (!wait_for_control(plan.control_fd, ControlType::go)) ::_exit(125);
 
     ChildFailure failure;
     // Joined now that the supervisor placed us in our cgroup, so it becomes our cgroup root.
@@ -248,7 +239,6 @@ void run_init(const ChildPlan& plan) noexcept {
         die_reporting(plan, failure);
     }
     if (!drop_capabilities(plan, failure)) die_reporting(plan, failure);
-    ::prctl(PR_SET_NAME, kIdleName, 0, 0, 0);
     // Now, not in the program's process: compiling the filter into the kernel (checks, JIT,
     // the always-allowed cache) is ~0.13 ms, off the request's path for a sandbox built
     // ahead. Everything from here on, ours and the program's, runs under it; the supervisor
@@ -265,7 +255,7 @@ void run_init(const ChildPlan& plan) noexcept {
     }
 
     // Everything above depends only on the sandbox's shape (rootfs, mounts, limits, filter),
-    // not on the program. A sandbox prepared ahead of its request idles here until the
+    // not on the program. A sandbox prepared ahead of its request idles from here until the
     // supervisor has filled in the program's part of the plan (files, argv, environment).
     // Without its listener the supervisor could not name a blocked syscall; fail closed.
     if (!send_control(plan.control_fd, {ControlType::ready, ChildStep::wait_for_go, 0, 0, 0},
@@ -274,11 +264,9 @@ void run_init(const ChildPlan& plan) noexcept {
         die_reporting(plan, failure);
     }
     ::close(static_cast<int>(listener));
-    if (!wait_for(plan.control_fd, ControlType::start)) ::_exit(125);
-    ::prctl(PR_SET_NAME, kBusyName, 0, 0, 0);
-    // The working directory is owned by our (inside) uid, so no capability is needed here.
-    if (!write_input_files(plan, workdir_fd, failure)) die_reporting(plan, failure);
-
+    // The program's process is made now, ahead of the request: it waits for `start`
+    // (exec_program), and we sleep until its execve. So the clone and the program's own setup
+    // that does not depend on the program are off the request's path too.
     const auto cpu_at_fork = static_cast<std::uint64_t>(clock_ns(CLOCK_PROCESS_CPUTIME_ID));
     long program = spawn_program(plan, workdir_fd, cpu_at_fork);
     if (program < 0) {

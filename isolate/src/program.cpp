@@ -1,6 +1,7 @@
 // The sandboxed program's own process, forked by init: last setup, then execve.
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -88,11 +89,13 @@ std::int64_t clock_ns(clockid_t clock) noexcept {
 
 void exec_program(const ChildPlan& plan, int workdir_fd, std::uint64_t init_cpu_ns) noexcept {
     ChildFailure failure;
+    // What does not depend on the program, before `start`.
+    ::prctl(PR_SET_NAME, kWaitingProgramName, 0, 0, 0);
     if (::setsid() < 0) {
         fail(failure, ChildStep::program_setsid);
         die_reporting(plan, failure);
     }
-    if (!unblock_signals(failure) || !connect_stdio(plan, failure)) die_reporting(plan, failure);
+    if (!connect_stdio(plan, failure)) die_reporting(plan, failure);
     if (::fchdir(workdir_fd) != 0) {
         fail(failure, ChildStep::program_chdir);
         die_reporting(plan, failure);
@@ -102,7 +105,13 @@ void exec_program(const ChildPlan& plan, int workdir_fd, std::uint64_t init_cpu_
         fail(failure, ChildStep::program_affinity);
         die_reporting(plan, failure);
     }
-    if (!apply_rlimits(plan, failure) || !announce_exec(plan, init_cpu_ns, failure))
+    // EOF here means the supervisor gave up (or died) before the request came.
+    if (!wait_for_control(plan.control_fd, ControlType::start)) ::_exit(125);
+
+    // The program's part of the plan is filled in now. The working directory is owned by our
+    // (inside) uid, so no capability is needed to write into it.
+    if (!write_input_files(plan, workdir_fd, failure) || !unblock_signals(failure) ||
+        !apply_rlimits(plan, failure) || !announce_exec(plan, init_cpu_ns, failure))
         die_reporting(plan, failure);
 
     // execvp's rules: skip PATH entries where the file is missing; report EACCES if some

@@ -212,9 +212,9 @@ bool holds(const SeccompArgCondition& c, std::uint64_t arg) {
 }  // namespace
 
 const std::vector<std::string>& sandbox_own_syscalls() {
-    // init.cpp after the install (the ready message, waiting for start, the input files, the
-    // program's spawn, waiting for it, killing the rest, collected files, exit) and
-    // program.cpp up to its execve. Keep in step with those two files.
+    // init.cpp after the install (the ready message, the program's spawn, waiting for it,
+    // killing the rest, collected files, exit) and program.cpp up to its execve (waiting for
+    // start, the input files, stdio, limits). Keep in step with those two files.
     static const std::vector<std::string> own = {
         "prctl",     "sendmsg",       "recvfrom", "close",       "mkdirat", "openat2",
         "write",     "clock_gettime", "mmap",     "mprotect",    "munmap",  "rt_sigprocmask",

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -477,24 +478,36 @@ std::vector<pid_t> processes_of_uids(uid_t first, unsigned count) {
 
 namespace {
 
-bool idle_prepared(pid_t pid) {
+// The program's process of a sandbox built ahead, waiting for its request (isolate's
+// kWaitingProgramName).
+bool waiting_program(pid_t pid) {
     std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
     std::string name;
     std::getline(comm, name);
     return name == "sandbox-ready";
 }
 
+// Which pid namespace the process is in ("pid:[4026532...]"), empty once it is gone.
+std::string pid_namespace_of(pid_t pid) {
+    std::error_code error;
+    return fs::read_symlink("/proc/" + std::to_string(pid) + "/ns/pid", error).string();
+}
+
 }  // namespace
 
 std::vector<pid_t> run_processes_of_uids(uid_t first, unsigned count) {
     auto found = processes_of_uids(first, count);
-    std::erase_if(found, idle_prepared);
+    // A sandbox built ahead is its pid 1 and its waiting program's process, in one namespace.
+    std::set<std::string> idle;
+    for (pid_t pid : found)
+        if (waiting_program(pid)) idle.insert(pid_namespace_of(pid));
+    std::erase_if(found, [&](pid_t pid) { return idle.count(pid_namespace_of(pid)) > 0; });
     return found;
 }
 
 std::size_t prepared_sandboxes_of_uids(uid_t first, unsigned count) {
     auto found = processes_of_uids(first, count);
-    return static_cast<std::size_t>(std::count_if(found.begin(), found.end(), idle_prepared));
+    return static_cast<std::size_t>(std::count_if(found.begin(), found.end(), waiting_program));
 }
 
 std::vector<fs::path> cgroup_leftovers(const Daemon& daemon) {

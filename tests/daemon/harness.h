@@ -103,8 +103,8 @@ Json execute(const std::string& language, const std::string& code, Json extra = 
 
 // Host processes whose real uid is in [first, first + count).
 std::vector<pid_t> processes_of_uids(uid_t first, unsigned count);
-// The same without the idle pid 1s of sandboxes built ahead (named "sandbox-ready"): the
-// processes of runs.
+// The same without the processes of sandboxes built ahead (pid 1, and the program's process
+// named "sandbox-ready" as it waits for its request): the processes of runs.
 std::vector<pid_t> run_processes_of_uids(uid_t first, unsigned count);
 // How many sandboxes built ahead wait, idle, in [first, first + count).
 std::size_t prepared_sandboxes_of_uids(uid_t first, unsigned count);
