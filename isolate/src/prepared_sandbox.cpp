@@ -80,7 +80,7 @@ SandboxProcess::~SandboxProcess() {
     if (reaped_) return;
     kill();
     siginfo_t info{};
-    while (::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED) != 0 &&
+    while (::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED | __WALL) != 0 &&
            errno == EINTR) {
     }
     release_mount_namespace();
@@ -92,7 +92,7 @@ void SandboxProcess::kill() noexcept {
 
 void SandboxProcess::reap() {
     siginfo_t info{};
-    while (::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED) != 0) {
+    while (::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED | __WALL) != 0) {
         if (errno != EINTR) throw_errno("waitid");
     }
     reaped_ = true;
@@ -146,7 +146,10 @@ PreparedSandbox::PreparedSandbox(const SandboxParts& parts, const SandboxShape& 
     args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
                  CLONE_PIDFD | (joins_netns ? 0 : CLONE_NEWNET);
     args.pidfd = reinterpret_cast<std::uint64_t>(&pidfd);
-    args.exit_signal = SIGCHLD;
+    // No exit signal: pid 1 is reaped by its pidfd (with __WALL), and a SIGCHLD, blocked on
+    // the spawner thread that is pid 1's parent, would wake another of our threads for
+    // nothing at every run's end (its blocking call returns EINTR).
+    args.exit_signal = 0;
     if (int cgroup_fd = cgroup->clone_into_fd(); cgroup_fd >= 0) {
         // The process is born inside its cgroup; it is never accounted anywhere else.
         args.flags |= CLONE_INTO_CGROUP;

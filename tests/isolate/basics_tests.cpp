@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <csignal>
 
 #include "isolate/support.h"
@@ -93,6 +94,31 @@ TEST_CASE("the program starts with no signal blocked or ignored, whatever the su
     auto state = test::sandbox().run(test::probe({"sigstate"}));
     ::sigaction(SIGUSR1, &previous, nullptr);
     CHECK(state.stdout_data == "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+}
+
+namespace {
+std::atomic<int> child_signals{0};
+void count_child_signal(int) {
+    child_signals.fetch_add(1);
+}
+}  // namespace
+
+TEST_CASE("a run's end signals none of the supervisor's threads") {
+    // pid 1 is reaped by its pidfd. A SIGCHLD at its exit would wake one of the daemon's
+    // threads for nothing at every run's end (its parent, the spawner thread, blocks it).
+    REQUIRE(test::sandbox().run(test::probe({"hello"})).status == Status::ok);
+    struct sigaction counting {
+    }, previous{};
+    counting.sa_handler = count_child_signal;
+    counting.sa_flags = SA_RESTART;
+    child_signals = 0;
+    REQUIRE(::sigaction(SIGCHLD, &counting, &previous) == 0);
+    int ok = 0;
+    for (int run = 0; run < 3; ++run)
+        ok += test::sandbox().run(test::probe({"hello"})).status == Status::ok;
+    ::sigaction(SIGCHLD, &previous, nullptr);
+    CHECK(ok == 3);
+    CHECK(child_signals.load() == 0);
 }
 
 TEST_CASE("input files land in the working directory, and collected files come back") {
