@@ -26,6 +26,7 @@ NamespaceReleaser::NamespaceReleaser() {
             stopping_ = true;
         }
         wake_.notify_all();
+        resume_.notify_all();
         for (std::thread& thread : threads_) thread.join();
         throw SetupError(std::string("start the namespace releaser: ") + error.what());
     }
@@ -37,6 +38,7 @@ NamespaceReleaser::~NamespaceReleaser() {
         stopping_ = true;
     }
     wake_.notify_all();
+    resume_.notify_all();
     for (std::thread& thread : threads_) thread.join();
 }
 
@@ -95,7 +97,7 @@ NamespaceReleaser::SpawnInFlight::~SpawnInFlight() {
         wake = --releaser_->spawning_ == 0 && releaser_->held_back_;
         if (wake) releaser_->held_back_ = false;
     }
-    if (wake) releaser_->wake_.notify_all();
+    if (wake) releaser_->resume_.notify_all();
 }
 
 bool NamespaceReleaser::batch_due(Clock::time_point now) const {
@@ -118,13 +120,15 @@ void NamespaceReleaser::serve() {
             }
             if (batch_left_ == 0) {
                 batch_left_ = queue_.size();
-                wake_.notify_all();
+                // As many helpers as the batch has namespaces, not every thread: each wake-up
+                // of a thread with nothing to close costs a context switch or two.
+                for (std::size_t i = 1; i < batch_left_; ++i) wake_.notify_one();
             }
         }
         // A pid 1 starting may hold a copy of what is queued (SpawnInFlight).
         if (spawning_ > 0 && !stopping_) {
             held_back_ = true;
-            wake_.wait(lock);
+            resume_.wait(lock);
             continue;
         }
         // Oldest first: each holds its run's tmpfs until it goes. At most kMaxPending to move.

@@ -98,7 +98,10 @@ class NamespaceReleaser {
     bool batch_due(Clock::time_point now) const;
 
     mutable std::mutex mutex_;
+    // Work queued, a batch due, or stopping.
     std::condition_variable wake_;
+    // spawning_ reached 0 while a thread was held back, or stopping.
+    std::condition_variable resume_;
     std::vector<Pending> queue_;  // oldest first; never beyond its reserved kMaxPending
     std::size_t closing_ = 0;     // taken off the queue, not yet closed
     std::size_t batch_left_ = 0;  // of the batch being closed, still queued
