@@ -235,7 +235,8 @@ bool PreparedSandbox::wait_until_ready(std::chrono::milliseconds timeout, std::s
 }
 
 bool PreparedSandbox::still_waiting() const {
-    // pid 1 says nothing between `ready` and `start`: anything readable is its death (EOF).
+    // Nothing is said between `ready` and `start`: anything readable is an error or an end
+    // (the program's process failing or dying makes pid 1 report it; pid 1's death is EOF).
     pollfd fd{control.get(), POLLIN, 0};
     return ::poll(&fd, 1, 0) == 0;
 }

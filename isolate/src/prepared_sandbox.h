@@ -2,8 +2,8 @@
 
 // A sandbox built up to the point where only the program is missing: its cgroup with limits,
 // its stdio pipes and control socket, and pid 1 in fresh namespaces with the filesystem
-// mounted, pivoted into, every capability dropped and the seccomp filter installed, waiting
-// for `start`.
+// mounted, pivoted into, every capability dropped and the seccomp filter installed, and the
+// program's process made (by pid 1, without the program), waiting for `start`.
 //
 // Nothing here depends on the program (files, argv, environment), so a slot can
 // build its next sandbox between requests, off the request's path, when it expects the same
@@ -98,7 +98,7 @@ class PreparedSandbox {
     // than `timeout` (the sandbox is then useless and should be destroyed), with the reason
     // in *why.
     bool wait_until_ready(std::chrono::milliseconds timeout, std::string* why);
-    // After wait_until_ready: true while pid 1 still waits, silent, for start().
+    // After wait_until_ready: true while the sandbox still waits, silent, for start().
     bool still_waiting() const;
 
     // The program's part of the plan, for a run whose shape matches. pid 1 reads it (the
