@@ -53,13 +53,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     void handle_execute(protocol::RequestId id, protocol::ExecuteRequest request,
                         Clock::time_point received);
     void send(std::string line);
-    // On a slot thread: writes `line` straight to the socket when no write is in flight and
-    // nothing is queued, so the answer does not wait for the I/O thread to wake (about 60 us
-    // of the request's path). Returns false if the strand must send it. What a full socket
-    // leaves unsent, write_next() writes before anything else.
     // A slot thread's end of request `ticket`, under one lock: drops it from the in-flight set
-    // and writes `line` if nothing else is being written. `strand_needed`: the answer is to be
-    // queued (not sent), a tail is left unsent, or a half-closed connection is to be closed.
+    // and writes `line` straight to the socket when no write is in flight and nothing is
+    // queued, so the answer does not wait for the I/O thread to wake (about 60 us of the
+    // request's path). `strand_needed`: the answer is to be queued (not sent), a tail is left
+    // unsent (write_next() writes it before anything else), or a half-closed connection is to
+    // be closed.
     struct SlotFinish {
         bool sent;
         bool strand_needed;
