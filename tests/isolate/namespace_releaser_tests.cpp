@@ -69,11 +69,7 @@ struct Pipes {
 };
 
 bool drained(const NamespaceReleaser& releaser) {
-    for (int i = 0; i < 500; ++i) {
-        if (releaser.stats().pending == 0) return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return false;
+    return test::eventually([&] { return releaser.stats().pending == 0; });
 }
 
 }  // namespace

@@ -59,26 +59,23 @@ const std::string kClean = ".:\n\n/dev/shm:\n\n/tmp:\nsandbox-init\nsh\n";
 // Until a sandbox built ahead has both its processes: pid 1 says it is ready before it makes
 // the program's (which waits for its request).
 bool both_processes_wait(uid_t uid) {
-    for (int i = 0; i < 500; ++i) {
-        if (test::processes_of_uid(uid).size() == 2) return true;
-        std::this_thread::sleep_for(10ms);
-    }
-    return false;
+    return test::eventually([&] { return test::processes_of_uid(uid).size() == 2; });
 }
 
 // The process of a sandbox built ahead named `comm`: pid 1 ("sandbox-init") or the program's
 // process waiting for its request ("sandbox-ready", which it names itself once made).
 pid_t waiting_process(uid_t uid, const std::string& comm) {
-    for (int i = 0; i < 500; ++i) {
+    pid_t found = -1;
+    test::eventually([&] {
         for (pid_t pid : test::processes_of_uid(uid)) {
             std::ifstream in("/proc/" + std::to_string(pid) + "/comm");
             std::string name;
             std::getline(in, name);
-            if (name == comm) return pid;
+            if (name == comm) found = pid;
         }
-        std::this_thread::sleep_for(10ms);
-    }
-    return -1;
+        return found > 0;
+    });
+    return found;
 }
 
 }  // namespace
@@ -180,7 +177,7 @@ TEST_CASE("a sandbox built ahead that died while it waited is not used") {
             std::string pid, name, state;
             return !(stat >> pid >> name >> state) || state == "Z";
         };
-        for (int i = 0; i < 200 && !dead(); ++i) std::this_thread::sleep_for(10ms);
+        test::eventually(dead, 2s);
         REQUIRE(dead());
 
         auto before = sandbox.prepared_stats();

@@ -90,12 +90,17 @@ bool cgroups_handed_on(const std::string& backend) {
     return backend == "v1" || kernel_at_least(6, 12);
 }
 
-bool namespaces_released() {
-    for (int i = 0; i < 500; ++i) {
-        if (sandbox().mount_namespace_stats().pending == 0) return true;
+bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        if (condition()) return true;
+        if (std::chrono::steady_clock::now() >= deadline) return false;
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    return false;
+}
+
+bool namespaces_released() {
+    return eventually([] { return sandbox().mount_namespace_stats().pending == 0; });
 }
 
 isolate::Sandbox& sandbox() {

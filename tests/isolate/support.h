@@ -3,6 +3,8 @@
 // Shared fixtures for the kernel-level tests: a rootfs made from the host's /usr, one
 // Sandbox for the whole test binary, and helpers to run the probe program inside.
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,6 +50,10 @@ bool kernel_at_least(int major, int minor);
 // Whether a backend called `backend` ("v1", "v2") must hand a clean run's cgroups on to later
 // runs: v1 always; v2 from Linux 6.12, which can reset memory.peak. From uname, not the library.
 bool cgroups_handed_on(const std::string& backend);
+
+// Polls `condition` every 10 ms until it holds (true) or `timeout` passes (false).
+bool eventually(const std::function<bool()>& condition,
+                std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
 // Waits (up to 5 s) until sandbox() has let go of every finished run's mount namespace, so
 // that descriptors can be counted. False if it never did.
