@@ -22,8 +22,9 @@
 // The grace period is an expedited one, driven by a kernel thread that interrupts every CPU:
 // about 20 µs of CPU each, one per namespace or more, when they come one at a time. Waits
 // that start while one is running all share the next. So the descriptors are closed in
-// batches: once kThreads are waiting, or the oldest has waited kBatchDelay, every thread
-// closes one at the same moment, and a batch of eight costs about two grace periods, not eight.
+// batches: once kThreads are waiting, or the oldest has waited kBatchDelay, one thread per
+// queued namespace closes one at the same moment, and a batch of eight costs about two grace
+// periods, not eight.
 
 #include <chrono>
 #include <condition_variable>
